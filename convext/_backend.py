@@ -1,0 +1,91 @@
+"""Backend availability and the "auto" choice."""
+from __future__ import annotations
+
+import os
+from typing import List, Optional, Tuple
+
+import torch
+
+from . import _ext
+
+BACKENDS = ("cuda", "triton", "cpu", "torch")
+CHOICES = BACKENDS + ("auto",)
+
+_triton_error: Optional[str] = None
+try:
+    from . import triton as _triton_backend  # noqa: F401  (registers convext::triton_* ops)
+except Exception as e:  # triton missing or incompatible: the backend is just absent
+    _triton_error = f"Triton kernels could not be loaded ({type(e).__name__}: {e})"
+
+
+def _triton_interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def availability(name: str, device_type: str) -> Tuple[bool, str]:
+    """(usable, why not) for backend `name` on tensors of `device_type`."""
+    if name == "torch":
+        return True, ""
+    if name == "cpu":
+        if device_type != "cpu":
+            return False, f"backend 'cpu' runs on CPU tensors, got a {device_type} tensor"
+        if not _ext.compiled_available():
+            return False, _ext.COMPILED_ERROR
+        return True, ""
+    if name == "cuda":
+        if device_type != "cuda":
+            return False, f"backend 'cuda' runs on CUDA tensors, got a {device_type} tensor"
+        if not _ext.compiled_available():
+            return False, _ext.COMPILED_ERROR
+        if not _ext.compiled_has_kernel("CUDA"):
+            return False, "convext._C was built without CUDA kernels (see CONVEXT_FORCE_CUDA in the README)"
+        return True, ""
+    if name == "triton":
+        if _triton_error is not None:
+            return False, _triton_error
+        if device_type == "cuda":
+            return True, ""
+        if device_type == "cpu" and _triton_interpret():
+            return True, ""
+        return False, (f"backend 'triton' runs on CUDA tensors (or on CPU tensors with TRITON_INTERPRET=1 "
+                       f"set before import), got a {device_type} tensor")
+    raise ValueError(f"convext: backend must be one of {CHOICES}, got {name!r}")
+
+
+def backends(device=None) -> List[str]:
+    """Names of the backends usable on this machine for `device` (default: any device present)."""
+    if device is None:
+        types = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    else:
+        types = [torch.device(device).type]
+        if types[0] == "cuda" and not torch.cuda.is_available():
+            return []
+    return [b for b in BACKENDS if any(availability(b, t)[0] for t in types)]
+
+
+def resolve(backend, tensor: torch.Tensor, op: str) -> str:
+    """Concrete backend for `op` on `tensor`: validates the name and availability."""
+    if not isinstance(backend, str) or backend not in CHOICES:
+        raise ValueError(f"convext: backend must be one of {CHOICES}, got {backend!r}")
+    device_type = tensor.device.type
+    if backend != "auto":
+        ok, why = availability(backend, device_type)
+        if not ok:
+            raise RuntimeError(f"convext: backend {backend!r} is not available: {why}")
+        return backend
+    return _auto(tensor, op)
+
+
+def _auto(tensor: torch.Tensor, op: str) -> str:
+    device_type = tensor.device.type
+    if device_type == "cuda":
+        # The fused Triton kernel keeps the separable intermediate on chip; the CUDA backend
+        # composes the depthwise kernel with a cuBLAS GEMM.
+        order = ("triton", "cuda") if op == "depthwise_separable_conv2d" else ("cuda", "triton")
+        for name in order:
+            if availability(name, device_type)[0]:
+                return name
+        return "torch"
+    if device_type == "cpu" and availability("cpu", "cpu")[0]:
+        return "cpu"
+    return "torch"

@@ -1,0 +1,123 @@
+"""Public functional API (see API.md): argument checks, backend choice, dispatch to the ops."""
+from __future__ import annotations
+
+import torch.nn.functional as F
+
+from . import _backend, _geometry, _ops
+
+
+def _run_depthwise_conv2d(x, weight, bias, g: _geometry.ConvGeometry, backend: str):
+    name = _backend.resolve(backend, x, "depthwise_conv2d")
+    if name == "torch":
+        return _ops.torch_depthwise_conv2d(x, weight, bias, g.stride, g.padding, g.dilation)
+    return _ops.op(name, "depthwise_conv2d")(x, weight, bias, list(g.stride), list(g.padding), list(g.dilation))
+
+
+def depthwise_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, *, backend="auto"):
+    """`F.conv2d(input, weight, bias, stride, padding, dilation, groups=C)` for weight (C*M, 1, kH, kW).
+
+    input is (N, C, H, W) or (C, H, W) in any memory format; the result has the input's format.
+    """
+    g = _geometry.depthwise_conv2d_geometry(input, weight, bias, stride, padding, dilation)
+    x = input.unsqueeze(0) if g.unbatched else input
+    out = _run_depthwise_conv2d(x, weight, bias, g, backend)
+    return out.squeeze(0) if g.unbatched else out
+
+
+def depthwise_separable_conv2d(input, depthwise_weight, pointwise_weight, depthwise_bias=None,
+                               pointwise_bias=None, stride=1, padding=0, dilation=1, *, backend="auto",
+                               depthwise_activation=None, pointwise_activation=None):
+    """Depthwise conv, optional activation, 1x1 conv, optional activation; the intermediate stays on chip
+    where the backend allows (triton)."""
+    g = _geometry.depthwise_conv2d_geometry(input, depthwise_weight, depthwise_bias, stride, padding, dilation,
+                                            weight_name="depthwise_weight", bias_name="depthwise_bias")
+    _geometry.check_pointwise(pointwise_weight, pointwise_bias, input, depthwise_weight.shape[0])
+    dw_act = _geometry.check_activation(depthwise_activation, "depthwise_activation")
+    pw_act = _geometry.check_activation(pointwise_activation, "pointwise_activation")
+    x = input.unsqueeze(0) if g.unbatched else input
+    name = _backend.resolve(backend, x, "depthwise_separable_conv2d")
+    args = (x, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias)
+    if name == "torch":
+        out = _ops.torch_depthwise_separable_conv2d(*args, g.stride, g.padding, g.dilation, dw_act, pw_act)
+    else:
+        out = _ops.op(name, "depthwise_separable_conv2d")(*args, list(g.stride), list(g.padding),
+                                                          list(g.dilation), dw_act, pw_act)
+    return out.squeeze(0) if g.unbatched else out
+
+
+def depthwise_conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, *, causal=False, backend="auto"):
+    """`F.conv1d(..., groups=C)` for weight (C*M, 1, k); `causal=True` left-pads by dilation*(k-1).
+
+    Runs as a 2-D depthwise conv over a height-1 image, so every backend serves it.
+    """
+    _geometry.check_tensor(input, "input", dims=(2, 3))
+    _geometry.check_tensor(weight, "weight", dims=(3,), like=input)
+    if not isinstance(causal, bool):
+        raise TypeError(f"convext: causal must be a bool, got {causal!r}")
+    (s,) = _geometry.int_tuple(stride, "stride", 1, 1)
+    (d,) = _geometry.int_tuple(dilation, "dilation", 1, 1)
+    k = int(weight.shape[-1])
+    if causal:
+        if isinstance(padding, str) or _geometry.int_tuple(padding, "padding", 1, 0) != (0,):
+            raise ValueError(f"convext: padding must be 0 when causal=True, got {padding!r}")
+        pads = [(d * (k - 1), 0)]
+    else:
+        pads = _geometry.resolve_padding(padding, "padding", (k,), (s,), (d,), 1)
+    (left, right), = pads
+    # Geometry checks (channels, bias, sizes) on the 2-D view; explicit 4-side padding after that.
+    x = input.unsqueeze(-2)
+    w = weight.unsqueeze(-2)
+    g = _geometry.depthwise_conv2d_geometry(x, w, bias, (1, s), (0, left + right), (1, d))
+    g = _geometry.ConvGeometry(g.unbatched, g.kernel_size, g.stride, (0, 0, left, right), g.dilation, g.out_size)
+    if input.dim() == 2:
+        x = x.unsqueeze(0)
+    out = _run_depthwise_conv2d(x, w, bias, g, backend).squeeze(-2)
+    return out.squeeze(0) if input.dim() == 2 else out
+
+
+def depthwise_conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, dilation=1,
+                               *, backend="auto"):
+    """`F.conv_transpose2d(..., groups=C)` for weight (C, M, kH, kW).
+
+    The transposed conv is the input-gradient of a depthwise conv2d, so it runs on the same kernels.
+    """
+    _geometry.check_tensor(input, "input", dims=(3, 4))
+    _geometry.check_tensor(weight, "weight", dims=(4,), like=input)
+    channels = input.shape[-3]
+    if weight.shape[0] != channels or weight.shape[1] < 1:
+        raise ValueError(f"convext: weight must have shape (C, M, kH, kW) with C={channels} the input channels, "
+                         f"got {tuple(weight.shape)}")
+    if isinstance(padding, str):
+        raise ValueError(f"convext: padding must be an int or a pair of ints for a transposed conv, got {padding!r}")
+    stride_t = _geometry.int_tuple(stride, "stride", 2, 1)
+    dilation_t = _geometry.int_tuple(dilation, "dilation", 2, 1)
+    pad_t = _geometry.int_tuple(padding, "padding", 2, 0)
+    out_pad = _geometry.int_tuple(output_padding, "output_padding", 2, 0)
+    if any(op >= max(s, d) for op, s, d in zip(out_pad, stride_t, dilation_t)):
+        raise ValueError(f"convext: output_padding must be smaller than stride or dilation, got {output_padding!r}")
+    mult = int(weight.shape[1])
+    cout = channels * mult
+    if bias is not None:
+        _geometry.check_tensor(bias, "bias", dims=(1,), like=input)
+        if bias.shape[0] != cout:
+            raise ValueError(f"convext: bias must have shape ({cout},), got {tuple(bias.shape)}")
+    x = input.unsqueeze(0) if input.dim() == 3 else input
+    kh, kw = int(weight.shape[2]), int(weight.shape[3])
+    out_hw = [(x.shape[2 + i] - 1) * stride_t[i] - 2 * pad_t[i] + dilation_t[i] * ((kh, kw)[i] - 1) + out_pad[i] + 1
+              for i in range(2)]
+    if min(out_hw) < 1:
+        raise ValueError(f"convext: the transposed conv output would be empty ({out_hw}); check padding")
+    name = _backend.resolve(backend, x, "depthwise_conv_transpose2d")
+    # output_padding >= stride (allowed when dilation is larger) has no conv2d-gradient equivalent.
+    if name == "torch" or x.shape[0] == 0 or any(op >= s for op, s in zip(out_pad, stride_t)):
+        out = F.conv_transpose2d(x, weight, bias, stride_t, pad_t, out_pad, channels, dilation_t)
+    else:
+        if mult > 1:  # each (channel, m) pair is an independent depthwise channel
+            x = x.repeat_interleave(mult, dim=1)
+        w = weight.reshape(cout, 1, kh, kw)
+        padding4 = [pad_t[0], pad_t[0], pad_t[1], pad_t[1]]
+        out = _ops.op(name, "depthwise_conv2d_backward_input")(
+            x, w, [x.shape[0], cout] + out_hw, list(stride_t), padding4, list(dilation_t))
+        if bias is not None:
+            out = out + bias.view(1, -1, 1, 1)
+    return out.squeeze(0) if input.dim() == 3 else out

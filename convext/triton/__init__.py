@@ -1,0 +1,5 @@
+"""Triton backend: `convext::triton_*` ops, same signatures as the compiled ops (csrc/ops.cpp).
+
+With TRITON_INTERPRET=1 in the environment (set before import) they also run on CPU tensors.
+"""
+from . import depthwise_conv2d, depthwise_separable_conv2d  # noqa: F401  (register the ops)

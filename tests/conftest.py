@@ -1,0 +1,308 @@
+"""Shared test machinery: device/backend parametrization, float64 references, the
+low-precision error rule, poisoned layouts.
+
+The same suite runs in CPU CI and on a GPU box. Without a GPU, the Triton kernels run
+on CPU tensors through the Triton interpreter, so TRITON_INTERPRET must be set before
+Triton (and therefore convext.triton) is first imported: that happens here, at the very
+top of the first module pytest imports.
+"""
+import os
+import sys
+
+import torch
+
+if not torch.cuda.is_available():
+    if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") is None:
+        # triton reads the variable lazily, but warn: something imported it first
+        print("conftest: triton imported before TRITON_INTERPRET was set", file=sys.stderr)
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import math  # noqa: E402
+
+import pytest  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import convext  # noqa: E402
+
+HAS_CUDA = torch.cuda.is_available()
+TRITON_INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+ACTIVATIONS = (None, "relu", "relu6", "silu", "gelu")
+
+
+# --------------------------------------------------------------------------- markers
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped when none is visible)")
+    config.addinivalue_line("markers", "slow_interpreter: runs Triton through its CPU interpreter")
+
+
+def pytest_collection_modifyitems(config, items):
+    if HAS_CUDA:
+        return
+    skip = pytest.mark.skip(reason="no CUDA GPU visible")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+# --------------------------------------------------------------------------- backends
+
+
+def backends_for(device):
+    """convext.backends(device), or [] when that device type does not exist here."""
+    if device == "cuda" and not HAS_CUDA:
+        return []
+    return list(convext.backends(device))
+
+
+CPU_BACKENDS = backends_for("cpu")
+CUDA_BACKENDS = backends_for("cuda")
+
+
+def interpreted(device, backend):
+    """True when the Triton backend runs through the (slow) CPU interpreter."""
+    return backend == "triton" and torch.device(device).type == "cpu"
+
+
+def device_backend_params(cpu_filter=None):
+    """pytest params (device, backend) for every backend of every device.
+
+    CUDA params carry the gpu marker; on a CPU-only machine there are none to collect
+    beyond a single skipped placeholder, so a GPU run is visibly missing, not silently.
+    `cpu_filter(backend)` may drop CPU backends (e.g. the interpreted Triton one).
+    """
+    params = []
+    for b in CPU_BACKENDS:
+        if cpu_filter is None or cpu_filter(b):
+            marks = [pytest.mark.slow_interpreter] if interpreted("cpu", b) else []
+            params.append(pytest.param("cpu", b, id=f"cpu-{b}", marks=marks))
+    cuda = CUDA_BACKENDS if HAS_CUDA else ["cuda", "triton", "torch"]
+    for b in cuda:
+        params.append(pytest.param("cuda", b, id=f"cuda-{b}", marks=pytest.mark.gpu))
+    return params
+
+
+@pytest.fixture(scope="session")
+def cpu_backends():
+    return list(convext.backends("cpu"))
+
+
+@pytest.fixture(scope="session")
+def cuda_backends():
+    if not HAS_CUDA:
+        pytest.skip("no CUDA GPU visible")
+    return list(convext.backends("cuda"))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+# --------------------------------------------------------------------------- references
+
+
+def _double(t):
+    return None if t is None else t.detach().double()
+
+
+def ref_depthwise_conv2d(x, w, b=None, stride=1, padding=0, dilation=1):
+    """float64 F.conv2d on upcast copies of the inputs."""
+    return F.conv2d(_double(x), _double(w), _double(b), stride, padding, dilation, groups=x.shape[-3])
+
+
+def activation_fn(name):
+    return {
+        None: lambda t: t,
+        "relu": F.relu,
+        "relu6": F.relu6,
+        "silu": F.silu,
+        "gelu": F.gelu,  # exact (erf) form, as nn.GELU()
+    }[name]
+
+
+def torch_separable(x, dw_w, pw_w, dw_b=None, pw_b=None, stride=1, padding=0, dilation=1,
+                    depthwise_activation=None, pointwise_activation=None):
+    """The composite the separable op must equal, in the inputs' own dtype."""
+    z = F.conv2d(x, dw_w, dw_b, stride, padding, dilation, groups=x.shape[-3])
+    z = activation_fn(depthwise_activation)(z)
+    y = F.conv2d(z, pw_w, pw_b)
+    return activation_fn(pointwise_activation)(y)
+
+
+def with_grads(fn, tensors, grad_out_like=None, grad_out=None, seed=1):
+    """Runs fn(*tensors) on leaf copies; returns (out, grads, grad_out).
+
+    `tensors` may contain None (absent bias); their grads are None. The same grad_out
+    (random, from `seed`) is used for every call given the same output shape.
+    """
+    # detach(), not clone(): keeps the exact strides of poisoned views
+    leaves = [None if t is None else t.detach().requires_grad_(True) for t in tensors]
+    out = fn(*leaves)
+    if grad_out is None:
+        g = torch.Generator().manual_seed(seed)
+        grad_out = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    go = grad_out.to(device=out.device, dtype=out.dtype)
+    live = [t for t in leaves if t is not None]
+    grads = torch.autograd.grad(out, live, go, allow_unused=True)
+    # an input that did not reach the output (possible only for empty outputs) has grad 0
+    grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, live)]
+    it = iter(grads)
+    full = [None if t is None else next(it) for t in leaves]
+    return out.detach(), full, grad_out
+
+
+# --------------------------------------------------------------------------- error rule
+
+# eps of the rule below, relative to the reference's norm; small against any real bug
+# (a missing tap, a wrong border or channel is an O(1/k) relative error or worse).
+RULE_EPS = {
+    torch.float64: 1e-12,
+    torch.float32: 1e-6,
+    torch.float16: 2e-3,
+    torch.bfloat16: 1e-2,
+}
+RULE_FACTOR = 4.0
+
+
+def rel_l2(a, b):
+    a, b = a.double(), b.double()
+    nb = torch.linalg.vector_norm(b).item()
+    na = torch.linalg.vector_norm(a - b).item()
+    if nb == 0.0:
+        return na
+    return na / nb
+
+
+def max_abs(a, b):
+    if a.numel() == 0:
+        return 0.0
+    return (a.double() - b.double()).abs().max().item()
+
+
+def assert_matches(actual, ref64, torch_lowp=None, dtype=None, name="output"):
+    """The flash-attention rule, as relative L2 and as max-abs error:
+
+        err(actual vs float64 ref) <= 4 * err(torch at that dtype vs float64 ref) + eps
+
+    `torch_lowp` is torch's own result at the tested dtype; without it (float64, or a
+    backend that *is* torch) only eps applies. Also: same shape, no NaN/Inf where the
+    reference is finite.
+    """
+    assert actual is not None, f"{name}: missing"
+    assert tuple(actual.shape) == tuple(ref64.shape), f"{name}: shape {tuple(actual.shape)} != {tuple(ref64.shape)}"
+    if actual.numel() == 0:
+        return
+    dtype = dtype or actual.dtype
+    actual = actual.detach().cpu().double()
+    ref64 = ref64.detach().cpu().double()
+    assert torch.isfinite(actual).all(), f"{name}: non-finite values ({(~torch.isfinite(actual)).sum().item()} of {actual.numel()})"
+    eps = RULE_EPS[dtype]
+    err_l2 = rel_l2(actual, ref64)
+    bound_l2 = eps
+    scale = ref64.abs().max().item()
+    err_max = max_abs(actual, ref64)
+    bound_max = eps * max(scale, 1e-30)
+    if torch_lowp is not None:
+        torch_lowp = torch_lowp.detach().cpu().double()
+        bound_l2 += RULE_FACTOR * rel_l2(torch_lowp, ref64)
+        bound_max += RULE_FACTOR * max_abs(torch_lowp, ref64)
+    assert err_l2 <= bound_l2, f"{name}: relative L2 error {err_l2:.3e} > bound {bound_l2:.3e} ({dtype})"
+    assert err_max <= bound_max, (
+        f"{name}: max abs error {err_max:.3e} > bound {bound_max:.3e} ({dtype}); "
+        f"worst at {tuple(int(i) for i in torch.nonzero((actual - ref64).abs() == err_max)[0])}")
+
+
+# --------------------------------------------------------------------------- layouts
+
+LAYOUTS = ("contiguous", "channels_last", "sliced", "sliced_channels_last", "offset_view", "unbatched")
+
+
+def poisoned(shape, dtype, device, memory_format=torch.contiguous_format):
+    """A buffer full of NaN (or a huge value for integer-free dtypes that cannot hold NaN)."""
+    buf = torch.empty(shape, dtype=dtype, device=device, memory_format=memory_format)
+    buf.fill_(float("nan"))
+    return buf
+
+
+def to_layout(x, layout):
+    """The values of the 4-D tensor `x` in the given layout.
+
+    Strided views are cut out of NaN-poisoned buffers, so a kernel that reads outside the
+    view (or ignores its strides) produces NaN or wrong values, never a lucky pass.
+    "unbatched" returns x[0] (x must have N == 1).
+    """
+    N, C, H, W = x.shape
+    if layout == "contiguous":
+        return x.contiguous()
+    if layout == "channels_last":
+        return x.contiguous(memory_format=torch.channels_last)
+    if layout == "sliced":  # every other row of a taller NCHW buffer
+        buf = poisoned((N, C, 2 * H, W), x.dtype, x.device)
+        v = buf[:, :, ::2]
+    elif layout == "sliced_channels_last":  # every other column of a wider NHWC buffer
+        buf = poisoned((N, C, H, 2 * W), x.dtype, x.device, torch.channels_last)
+        v = buf[:, :, :, ::2]
+    elif layout == "offset_view":  # an interior block of a bigger tensor (offset, all dims)
+        buf = poisoned((N + 1, C + 2, H + 3, W + 5), x.dtype, x.device)
+        v = buf[1:, 1:C + 1, 2:H + 2, 3:W + 3]
+    elif layout == "unbatched":
+        assert N == 1, "unbatched layout needs N == 1"
+        return x[0].contiguous()
+    else:
+        raise ValueError(layout)
+    v.copy_(x)
+    return v
+
+
+def poisoned_like_view(t):
+    """A copy of `t` (any rank) living in a strided window of a NaN buffer."""
+    shape = list(t.shape)
+    big = shape[:-1] + [2 * shape[-1] + 1]
+    buf = poisoned(big, t.dtype, t.device)
+    v = buf[..., 1::2]
+    v.copy_(t)
+    return v
+
+
+def expected_memory_format(x):
+    """What torch (and convext's outputs) use: suggest_memory_format of the input."""
+    if x.dim() != 4:
+        return torch.contiguous_format
+    try:
+        from torch._prims_common import suggest_memory_format
+        return suggest_memory_format(x)
+    except Exception:  # pragma: no cover - private helper moved
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            return torch.channels_last
+        return torch.contiguous_format
+
+
+def assert_memory_format(out, x, name="output"):
+    fmt = expected_memory_format(x)
+    if out.dim() != 4:
+        assert out.is_contiguous(), f"{name}: unbatched output not contiguous"
+        return
+    assert out.is_contiguous(memory_format=fmt), (
+        f"{name}: expected {fmt} like the input (input strides {x.stride()}), got strides {out.stride()}")
+
+
+# --------------------------------------------------------------------------- misc
+
+
+def conv_out_size(n, k, s, p0, p1, d):
+    return (n + p0 + p1 - d * (k - 1) - 1) // s + 1
+
+
+def pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def make_inputs(N, C, H, W, kernel, M=1, bias=True, dtype=torch.float32, device="cpu", scale=1.0):
+    kh, kw = pair(kernel)
+    x = torch.randn(N, C, H, W, dtype=dtype, device=device)
+    w = torch.randn(C * M, 1, kh, kw, dtype=dtype, device=device) * (scale / math.sqrt(kh * kw))
+    b = torch.randn(C * M, dtype=dtype, device=device) if bias else None
+    return x, w, b

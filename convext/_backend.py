@@ -22,8 +22,7 @@ def _triton_interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def availability(name: str, device_type: str) -> Tuple[bool, str]:
-    """(usable, why not) for backend `name` on tensors of `device_type`."""
+def _availability(name: str, device_type: str) -> Tuple[bool, str]:
     if name == "torch":
         return True, ""
     if name == "cpu":
@@ -50,6 +49,18 @@ def availability(name: str, device_type: str) -> Tuple[bool, str]:
         return False, (f"backend 'triton' runs on CUDA tensors (or on CPU tensors with TRITON_INTERPRET=1 "
                        f"set before import), got a {device_type} tensor")
     raise ValueError(f"convext: backend must be one of {CHOICES}, got {name!r}")
+
+
+# Computed once at import: the answers cannot change in a process (TRITON_INTERPRET is read by
+# Triton at import too), and plain dict look-ups keep torch.compile(fullgraph=True) free of breaks.
+_AVAILABILITY = {(b, t): _availability(b, t) for b in BACKENDS for t in ("cpu", "cuda")}
+
+
+def availability(name: str, device_type: str) -> Tuple[bool, str]:
+    """(usable, why not) for backend `name` on tensors of `device_type`."""
+    if name not in BACKENDS:
+        raise ValueError(f"convext: backend must be one of {CHOICES}, got {name!r}")
+    return _AVAILABILITY.get((name, device_type)) or _availability(name, device_type)
 
 
 def backends(device=None) -> List[str]:

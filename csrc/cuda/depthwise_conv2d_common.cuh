@@ -150,3 +150,35 @@ __host__ __device__ __forceinline__ int64_t floor_div(int64_t a, int64_t b) {
   } while (0)
 
 #define CONVEXT_LAUNCH_CHECK() C10_CUDA_KERNEL_LAUNCH_CHECK()
+
+// ---------------------------------------------------------------------------
+// The depthwise "correlation engine" of depthwise_conv2d_forward.cu (used by the forward
+// and grad-input ops; see that file for the semantics of each field).
+// ---------------------------------------------------------------------------
+namespace convext {
+namespace cuda {
+
+struct CorrArgs {
+  const void* src = nullptr;
+  void* dst = nullptr;
+  const void* weight = nullptr;  // contiguous (Cw, 1, KH, KW), dtype of src
+  const void* bias = nullptr;    // (C_dst,) or null
+  int64_t N = 0, C_src = 0, C_dst = 0, H_src = 0, W_src = 0, H_dst = 0, W_dst = 0;
+  int64_t KH = 1, KW = 1, sh = 1, sw = 1, dh = 1, dw = 1, pt = 0, pl = 0;
+  int64_t M = 1;
+  int reduce_m = 0;  // grad-input correlation: sum over multiplier
+  int flip = 0;      // use the spatially flipped weight
+  int gather = 0;    // generic kernel only: grad-input gather (any stride), src = grad_output
+  int64_t ss[4] = {0, 0, 0, 0};
+  int64_t ds[4] = {0, 0, 0, 0};
+};
+
+// src/dst: 4-D CUDA tensors of one dtype (any strides); weight: contiguous (Cw, 1, KH, KW) of
+// that dtype; bias: contiguous (C_dst,) or null. Fills pointers, sizes and strides of `a`
+// from the tensors; the caller sets KH, KW, sh, sw, dh, dw, pt, pl, M, reduce_m, flip, gather.
+// Launches on the current stream of src's device; no-op when dst is empty.
+void run_depthwise_engine(const at::Tensor& src, const at::Tensor& weight, const at::Tensor* bias,
+                          const at::Tensor& dst, CorrArgs a);
+
+}  // namespace cuda
+}  // namespace convext

@@ -17,6 +17,7 @@ import random
 import sys
 
 import torch
+from torch._prims_common import suggest_memory_format
 import torch.nn.functional as F
 
 
@@ -125,7 +126,7 @@ def run_case(st, fwd, bwd, cfg, dtype, layout, dev):
         msg = f"shape {tuple(out.shape)} vs {tuple(ref.shape)}"
         if ok:
             ok, msg = check_close(out, ref, bound, dtype, kh * kw)
-        if ok and not out.is_contiguous(memory_format=x.suggest_memory_format()):
+        if ok and not out.is_contiguous(memory_format=suggest_memory_format(x)):
             ok, msg = False, "output memory format differs from input.suggest_memory_format()"
         if ok and not torch.equal(out, out2):
             ok, msg = False, "two runs differ bitwise"
@@ -146,7 +147,7 @@ def run_case(st, fwd, bwd, cfg, dtype, layout, dev):
         msg = f"shape {tuple(gi.shape)} vs {tuple(gref.shape)}"
         if ok:
             ok, msg = check_close(gi, gref, gbound, dtype, kh * kw * M)
-        if ok and not gi.is_contiguous(memory_format=go.suggest_memory_format()):
+        if ok and not gi.is_contiguous(memory_format=suggest_memory_format(go)):
             ok, msg = False, "grad_input memory format differs from grad_output.suggest_memory_format()"
         if ok and not torch.equal(gi, gi2):
             ok, msg = False, "two runs differ bitwise"

@@ -3,6 +3,7 @@
     python bench/cuda_selfcheck_bwd_weight.py            # correctness sweep + suite timings
     python bench/cuda_selfcheck_bwd_weight.py --no-bench # correctness only
     python bench/cuda_selfcheck_bwd_weight.py --big      # also a >= 2^31-element case (needs ~12 GB)
+    python bench/cuda_selfcheck_bwd_weight.py --disable-fast-paths   # old kernels only
 
 Checks torch.ops.convext.depthwise_conv2d_backward_weight against the weight/bias gradient
 of F.conv2d(groups=C) (torch.autograd.grad) in float64, float32, bfloat16 and float16: the
@@ -98,9 +99,19 @@ def check_case(tag, N, C, M, H, W, k, stride, pad, dil, dtype, layout, go_layout
     e_ours = max((gw.double() - ref_w).abs().max().item() / scale_w, (gb.double() - ref_b).abs().max().item() / scale_b)
     e_torch = max((tw.double() - ref_w).abs().max().item() / scale_w, (tb.double() - ref_b).abs().max().item() / scale_b)
     tol = 4.0 * e_torch + FLOOR[dtype]
-    if not (e_ours <= tol) or not math.isfinite(e_ours):
+    # Per-element rounding slack that accounts for the reduction: a sum of L terms accumulated
+    # in fp32 (fp64 for float64) in a fixed but different order than torch's has an error of
+    # about u*sqrt(L)*sum|terms| (probabilistic bound); this matters when max|ref| is a single
+    # cancelled sum (e.g. C*M == 1 bias). Capped at FLOOR*sum|terms| so real bugs still show.
+    L = N * Ho * Wo
+    u = 2.0**-53 if dtype == torch.float64 else 2.0**-24
+    abs_w, abs_b = torch_grads(goq.abs(), xq.abs(), k, stride, pad, dil, M, torch.float64)
+    rel_slack = min(2.0 * u * math.sqrt(L), FLOOR[dtype])
+    over_w = ((gw.double() - ref_w).abs() - tol * scale_w - rel_slack * abs_w).max().item()
+    over_b = ((gb.double() - ref_b).abs() - tol * scale_b - rel_slack * abs_b).max().item()
+    if not (over_w <= 0 and over_b <= 0) or not math.isfinite(e_ours):
         ok = False
-        msgs.append(f"err {e_ours:.3e} > tol {tol:.3e}")
+        msgs.append(f"err {e_ours:.3e} > tol {tol:.3e} (+ {rel_slack:.1e}*sum|terms| per element)")
     # compute_bias=False: grad_bias is (0,) and grad_weight identical
     gw3, gb3 = OP(go, x, *args, False)
     if gb3.numel() != 0 or not torch.equal(gw3, gw):
@@ -250,7 +261,12 @@ def main():
     ap.add_argument("--random", type=int, default=300)
     ap.add_argument("--no-bench", action="store_true")
     ap.add_argument("--big", action="store_true")
+    ap.add_argument("--disable-fast-paths", action="store_true",
+                    help="set CONVEXT_DISABLE_FAST_PATHS=1 (read once by the extension at its first call)")
     args = ap.parse_args()
+    if args.disable_fast_paths:
+        import os
+        os.environ["CONVEXT_DISABLE_FAST_PATHS"] = "1"
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     stats = correctness(args)

@@ -1,0 +1,895 @@
+"""Triton depthwise conv2d: forward, grad-input and grad-weight as ``convext::triton_*`` ops.
+
+Schemas copy csrc/ops.cpp (see docs/DESIGN.md for the semantics):
+
+    convext::triton_depthwise_conv2d(input, weight, bias?, stride[2], padding[4], dilation[2])
+    convext::triton_depthwise_conv2d_backward_input(grad_output, weight, input_size[4], stride,
+                                                    padding, dilation)
+    convext::triton_depthwise_conv2d_backward_weight(grad_output, input, kernel_size[2], stride,
+                                                     padding, dilation, compute_bias)
+
+Kernels read every tensor through its strides (NCHW, channels_last and sliced views in place).
+Two kernel families per op, picked by the memory format the result is allocated in:
+
+* NCHW: one program per (n * c, tile of rows, tile of cols), [BLOCK_H, BLOCK_W] register tile,
+  taps unrolled (kH, kW, stride and dilation are constexpr), padding by masked loads.
+* channels_last: one program per (n, pixel tile, channel block), [TILE_H * TILE_W, BLOCK_C] tile
+  with the channels contiguous (vectorised loads); weights pre-transposed to (kH*kW, C_out).
+
+grad-input gathers from grad_output (stride 1: forward with flipped taps; stride > 1: the same
+gather with divisibility masks).  grad-weight: programs over (channel (block), chunk of output
+rows / pixels) accumulate a [taps, lanes] tile, write per-chunk partials into a float32 (float64
+for float64 inputs) workspace, reduced afterwards in a fixed order (no atomics: deterministic).
+
+Accumulation is float32 for fp32/fp16/bf16 and float64 for float64.  Element offsets inside an
+image become int64 when any tensor spans >= 2**31 elements; per-image base offsets always are.
+
+The lead registers fake kernels / autograd elsewhere (convext/_ops.py); ``triton_op`` already
+derives a fake implementation by running these functions on fake tensors (no kernel launch).
+"""
+
+import os
+from typing import List, Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+from torch._prims_common import suggest_memory_format
+
+__all__ = [
+    "depthwise_conv2d",
+    "depthwise_conv2d_backward_input",
+    "depthwise_conv2d_backward_weight",
+]
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+_I32_LIMIT = 2**31 - 1
+# Grad-weight: number of programs aimed at (independent of the device, so that the
+# chunking, hence the rounding of the result, depends only on the shapes).
+_GW_TARGET_PROGRAMS = 1024
+_MAX_TAP_BLOCK = 64
+
+
+# ----------------------------------------------------------------------------------------------
+# Forward, NCHW (any strides; used when the output is not channels_last)
+# ----------------------------------------------------------------------------------------------
+@triton.jit
+def _fwd_nchw_row(acc, x_row_ptr, ih_ok, iw0, W, sxw, w_row_ptr,
+                  KW: tl.constexpr, DW: tl.constexpr):
+    for kw in tl.static_range(KW):
+        iw = iw0 + kw * DW
+        m = ih_ok[:, None] & ((iw >= 0) & (iw < W))[None, :]
+        xv = tl.load(x_row_ptr + iw[None, :] * sxw, mask=m, other=0.0)
+        wv = tl.load(w_row_ptr + kw)
+        acc += xv.to(acc.dtype) * wv.to(acc.dtype)
+    return acc
+
+
+@triton.jit
+def _dw_fwd_nchw_kernel(
+    x_ptr, w_ptr, b_ptr, y_ptr,
+    C_out, M, H, W, H_out, W_out,
+    sxn, sxc, sxh, sxw,
+    syn, syc, syh, syw,
+    pad_t, pad_l,
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    DH: tl.constexpr, DW: tl.constexpr,
+    HAS_BIAS: tl.constexpr, ACC_F64: tl.constexpr, INT64: tl.constexpr,
+    BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    tiles_w = tl.cdiv(W_out, BLOCK_W)
+    tiles = tl.cdiv(H_out, BLOCK_H) * tiles_w
+    plane = pid // tiles
+    t = pid - plane * tiles
+    th = t // tiles_w
+    tw = t - th * tiles_w
+    n = plane // C_out
+    oc = plane - n * C_out
+    ic = oc // M
+
+    oh = th * BLOCK_H + tl.arange(0, BLOCK_H)
+    ow = tw * BLOCK_W + tl.arange(0, BLOCK_W)
+    if INT64:
+        oh = oh.to(tl.int64)
+        ow = ow.to(tl.int64)
+    ih0 = oh * SH - pad_t
+    iw0 = ow * SW - pad_l
+
+    if ACC_F64:
+        acc = tl.zeros([BLOCK_H, BLOCK_W], dtype=tl.float64)
+    else:
+        acc = tl.zeros([BLOCK_H, BLOCK_W], dtype=tl.float32)
+
+    x_base = x_ptr + n.to(tl.int64) * sxn + ic.to(tl.int64) * sxc
+    w_base = w_ptr + oc * (KH * KW)
+    if KH * KW <= 64:
+        for kh in tl.static_range(KH):
+            ih = ih0 + kh * DH
+            acc = _fwd_nchw_row(acc, x_base + ih[:, None] * sxh, (ih >= 0) & (ih < H), iw0, W,
+                                sxw, w_base + kh * KW, KW, DW)
+    else:
+        for kh in range(KH):
+            ih = ih0 + kh * DH
+            acc = _fwd_nchw_row(acc, x_base + ih[:, None] * sxh, (ih >= 0) & (ih < H), iw0, W,
+                                sxw, w_base + kh * KW, KW, DW)
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + oc).to(acc.dtype)
+
+    y_base = y_ptr + n.to(tl.int64) * syn + oc.to(tl.int64) * syc
+    m = (oh < H_out)[:, None] & (ow < W_out)[None, :]
+    tl.store(y_base + oh[:, None] * syh + ow[None, :] * syw,
+             acc.to(y_ptr.dtype.element_ty), mask=m)
+
+
+# ----------------------------------------------------------------------------------------------
+# Forward, channels_last
+# ----------------------------------------------------------------------------------------------
+@triton.jit
+def _fwd_nhwc_row(acc, x_base, ih_off, ih_ok, iw0, W, sxw, c_off, c_ok, wt_ptr, oc, C_out, kh,
+                  KW: tl.constexpr, DW: tl.constexpr):
+    for kw in tl.static_range(KW):
+        iw = iw0 + kw * DW
+        pm = ih_ok & (iw >= 0) & (iw < W)
+        xv = tl.load(x_base + (ih_off + iw * sxw)[:, None] + c_off[None, :],
+                     mask=pm[:, None] & c_ok[None, :], other=0.0)
+        wv = tl.load(wt_ptr + (kh * KW + kw) * C_out + oc, mask=c_ok, other=0.0)
+        acc += xv.to(acc.dtype) * wv.to(acc.dtype)[None, :]
+    return acc
+
+
+@triton.jit
+def _dw_fwd_nhwc_kernel(
+    x_ptr, wt_ptr, b_ptr, y_ptr,
+    C_out, M, H, W, H_out, W_out,
+    sxn, sxc, sxh, sxw,
+    syn, syc, syh, syw,
+    pad_t, pad_l,
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    DH: tl.constexpr, DW: tl.constexpr,
+    HAS_BIAS: tl.constexpr, ACC_F64: tl.constexpr, INT64: tl.constexpr,
+    TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    n_cb = tl.cdiv(C_out, BLOCK_C)
+    tiles_w = tl.cdiv(W_out, TILE_W)
+    tiles = tl.cdiv(H_out, TILE_H) * tiles_w
+    cb = pid % n_cb
+    r = pid // n_cb
+    t = r % tiles
+    n = r // tiles
+    th = t // tiles_w
+    tw = t - th * tiles_w
+
+    p = tl.arange(0, TILE_H * TILE_W)
+    oh = th * TILE_H + p // TILE_W
+    ow = tw * TILE_W + p % TILE_W
+    if INT64:
+        oh = oh.to(tl.int64)
+        ow = ow.to(tl.int64)
+    oc = cb * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = oc < C_out
+    ic = oc // M
+    c_off = ic * sxc
+    ih0 = oh * SH - pad_t
+    iw0 = ow * SW - pad_l
+
+    if ACC_F64:
+        acc = tl.zeros([TILE_H * TILE_W, BLOCK_C], dtype=tl.float64)
+    else:
+        acc = tl.zeros([TILE_H * TILE_W, BLOCK_C], dtype=tl.float32)
+
+    x_base = x_ptr + n.to(tl.int64) * sxn
+    if KH * KW <= 64:
+        for kh in tl.static_range(KH):
+            ih = ih0 + kh * DH
+            acc = _fwd_nhwc_row(acc, x_base, ih * sxh, (ih >= 0) & (ih < H), iw0, W, sxw, c_off,
+                                c_ok, wt_ptr, oc, C_out, kh, KW, DW)
+    else:
+        for kh in range(KH):
+            ih = ih0 + kh * DH
+            acc = _fwd_nhwc_row(acc, x_base, ih * sxh, (ih >= 0) & (ih < H), iw0, W, sxw, c_off,
+                                c_ok, wt_ptr, oc, C_out, kh, KW, DW)
+    if HAS_BIAS:
+        bv = tl.load(b_ptr + oc, mask=c_ok, other=0.0)
+        acc += bv.to(acc.dtype)[None, :]
+
+    y_base = y_ptr + n.to(tl.int64) * syn
+    pm = (oh < H_out) & (ow < W_out)
+    tl.store(y_base + (oh * syh + ow * syw)[:, None] + (oc * syc)[None, :],
+             acc.to(y_ptr.dtype.element_ty), mask=pm[:, None] & c_ok[None, :])
+
+
+# ----------------------------------------------------------------------------------------------
+# Grad-input, NCHW: grad_input[n, ic, ih, iw] = sum_{m, kh, kw} go[n, ic*M+m, oh, ow] * w[...]
+# with oh = (ih + pad_t - kh*DH) / SH when divisible and in range.
+# ----------------------------------------------------------------------------------------------
+@triton.jit
+def _bwd_in_nchw_row(acc, go_row_ptr, oh_ok, iw_p, W_out, sgw, w_row_ptr,
+                     KW: tl.constexpr, SW: tl.constexpr, DW: tl.constexpr):
+    for kw in tl.static_range(KW):
+        nw = iw_p - kw * DW
+        if SW == 1:
+            ow = nw
+            ow_ok = (nw >= 0) & (ow < W_out)
+        else:
+            ow = nw // SW
+            ow_ok = (nw >= 0) & (nw - ow * SW == 0) & (ow < W_out)
+        m = oh_ok[:, None] & ow_ok[None, :]
+        gv = tl.load(go_row_ptr + ow[None, :] * sgw, mask=m, other=0.0)
+        wv = tl.load(w_row_ptr + kw)
+        acc += gv.to(acc.dtype) * wv.to(acc.dtype)
+    return acc
+
+
+@triton.jit
+def _bwd_in_nchw_kh(acc, go_base, ih_p, iw_p, H_out, W_out, sgh, sgw, w_base, kh,
+                    KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr, DH: tl.constexpr,
+                    DW: tl.constexpr):
+    nh = ih_p - kh * DH
+    if SH == 1:
+        oh = nh
+        oh_ok = (nh >= 0) & (oh < H_out)
+    else:
+        oh = nh // SH
+        oh_ok = (nh >= 0) & (nh - oh * SH == 0) & (oh < H_out)
+    return _bwd_in_nchw_row(acc, go_base + oh[:, None] * sgh, oh_ok, iw_p, W_out, sgw,
+                            w_base + kh * KW, KW, SW, DW)
+
+
+@triton.jit
+def _bwd_in_nchw_taps(acc, go_base, ih_p, iw_p, H_out, W_out, sgh, sgw, w_base,
+                      KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+                      DH: tl.constexpr, DW: tl.constexpr):
+    if KH * KW <= 64:
+        for kh in tl.static_range(KH):
+            acc = _bwd_in_nchw_kh(acc, go_base, ih_p, iw_p, H_out, W_out, sgh, sgw, w_base, kh,
+                                  KW, SH, SW, DH, DW)
+    else:
+        for kh in range(KH):
+            acc = _bwd_in_nchw_kh(acc, go_base, ih_p, iw_p, H_out, W_out, sgh, sgw, w_base, kh,
+                                  KW, SH, SW, DH, DW)
+    return acc
+
+
+@triton.jit
+def _dw_bwd_in_nchw_kernel(
+    go_ptr, w_ptr, gi_ptr,
+    C_in, M, H, W, H_out, W_out,
+    sgn, sgc, sgh, sgw,
+    sin, sic, sih, siw,
+    pad_t, pad_l,
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    DH: tl.constexpr, DW: tl.constexpr,
+    ACC_F64: tl.constexpr, INT64: tl.constexpr,
+    BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    tiles_w = tl.cdiv(W, BLOCK_W)
+    tiles = tl.cdiv(H, BLOCK_H) * tiles_w
+    plane = pid // tiles
+    t = pid - plane * tiles
+    th = t // tiles_w
+    tw = t - th * tiles_w
+    n = plane // C_in
+    ic = plane - n * C_in
+
+    ih = th * BLOCK_H + tl.arange(0, BLOCK_H)
+    iw = tw * BLOCK_W + tl.arange(0, BLOCK_W)
+    if INT64:
+        ih = ih.to(tl.int64)
+        iw = iw.to(tl.int64)
+    ih_p = ih + pad_t
+    iw_p = iw + pad_l
+
+    if ACC_F64:
+        acc = tl.zeros([BLOCK_H, BLOCK_W], dtype=tl.float64)
+    else:
+        acc = tl.zeros([BLOCK_H, BLOCK_W], dtype=tl.float32)
+
+    for mm in range(M):
+        oc = ic * M + mm
+        go_base = go_ptr + n.to(tl.int64) * sgn + oc.to(tl.int64) * sgc
+        acc = _bwd_in_nchw_taps(acc, go_base, ih_p, iw_p, H_out, W_out, sgh, sgw,
+                                w_ptr + oc * (KH * KW), KH, KW, SH, SW, DH, DW)
+
+    gi_base = gi_ptr + n.to(tl.int64) * sin + ic.to(tl.int64) * sic
+    m = (ih < H)[:, None] & (iw < W)[None, :]
+    tl.store(gi_base + ih[:, None] * sih + iw[None, :] * siw,
+             acc.to(gi_ptr.dtype.element_ty), mask=m)
+
+
+# ----------------------------------------------------------------------------------------------
+# Grad-input, channels_last
+# ----------------------------------------------------------------------------------------------
+@triton.jit
+def _bwd_in_nhwc_row(acc, go_base, oh_off, oh_ok, iw_p, W_out, sgw, c_off, c_ok, wt_ptr, oc,
+                     C_out, kh, KW: tl.constexpr, SW: tl.constexpr, DW: tl.constexpr):
+    for kw in tl.static_range(KW):
+        nw = iw_p - kw * DW
+        if SW == 1:
+            ow = nw
+            ow_ok = (nw >= 0) & (ow < W_out)
+        else:
+            ow = nw // SW
+            ow_ok = (nw >= 0) & (nw - ow * SW == 0) & (ow < W_out)
+        pm = oh_ok & ow_ok
+        gv = tl.load(go_base + (oh_off + ow * sgw)[:, None] + c_off[None, :],
+                     mask=pm[:, None] & c_ok[None, :], other=0.0)
+        wv = tl.load(wt_ptr + (kh * KW + kw) * C_out + oc, mask=c_ok, other=0.0)
+        acc += gv.to(acc.dtype) * wv.to(acc.dtype)[None, :]
+    return acc
+
+
+@triton.jit
+def _bwd_in_nhwc_kh(acc, go_base, ih_p, iw_p, H_out, W_out, sgh, sgw, c_off, c_ok, wt_ptr, oc,
+                    C_out, kh, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+                    DH: tl.constexpr, DW: tl.constexpr):
+    nh = ih_p - kh * DH
+    if SH == 1:
+        oh = nh
+        oh_ok = (nh >= 0) & (oh < H_out)
+    else:
+        oh = nh // SH
+        oh_ok = (nh >= 0) & (nh - oh * SH == 0) & (oh < H_out)
+    return _bwd_in_nhwc_row(acc, go_base, oh * sgh, oh_ok, iw_p, W_out, sgw, c_off, c_ok,
+                            wt_ptr, oc, C_out, kh, KW, SW, DW)
+
+
+@triton.jit
+def _bwd_in_nhwc_taps(acc, go_base, ih_p, iw_p, H_out, W_out, sgh, sgw, c_off, c_ok, wt_ptr, oc,
+                      C_out, KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr,
+                      SW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr):
+    if KH * KW <= 64:
+        for kh in tl.static_range(KH):
+            acc = _bwd_in_nhwc_kh(acc, go_base, ih_p, iw_p, H_out, W_out, sgh, sgw, c_off, c_ok,
+                                  wt_ptr, oc, C_out, kh, KW, SH, SW, DH, DW)
+    else:
+        for kh in range(KH):
+            acc = _bwd_in_nhwc_kh(acc, go_base, ih_p, iw_p, H_out, W_out, sgh, sgw, c_off, c_ok,
+                                  wt_ptr, oc, C_out, kh, KW, SH, SW, DH, DW)
+    return acc
+
+
+@triton.jit
+def _dw_bwd_in_nhwc_kernel(
+    go_ptr, wt_ptr, gi_ptr,
+    C_in, M, H, W, H_out, W_out,
+    sgn, sgc, sgh, sgw,
+    sin, sic, sih, siw,
+    pad_t, pad_l,
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    DH: tl.constexpr, DW: tl.constexpr,
+    ACC_F64: tl.constexpr, INT64: tl.constexpr,
+    TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    n_cb = tl.cdiv(C_in, BLOCK_C)
+    tiles_w = tl.cdiv(W, TILE_W)
+    tiles = tl.cdiv(H, TILE_H) * tiles_w
+    cb = pid % n_cb
+    r = pid // n_cb
+    t = r % tiles
+    n = r // tiles
+    th = t // tiles_w
+    tw = t - th * tiles_w
+
+    p = tl.arange(0, TILE_H * TILE_W)
+    ih = th * TILE_H + p // TILE_W
+    iw = tw * TILE_W + p % TILE_W
+    if INT64:
+        ih = ih.to(tl.int64)
+        iw = iw.to(tl.int64)
+    ic = cb * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = ic < C_in
+    C_out = C_in * M
+    ih_p = ih + pad_t
+    iw_p = iw + pad_l
+
+    if ACC_F64:
+        acc = tl.zeros([TILE_H * TILE_W, BLOCK_C], dtype=tl.float64)
+    else:
+        acc = tl.zeros([TILE_H * TILE_W, BLOCK_C], dtype=tl.float32)
+
+    go_base = go_ptr + n.to(tl.int64) * sgn
+    # m = 0 peeled: with M == 1 (specialised) the channel offsets stay provably contiguous and
+    # aligned, so the loads vectorise.
+    oc = ic * M
+    acc = _bwd_in_nhwc_taps(acc, go_base, ih_p, iw_p, H_out, W_out, sgh, sgw, oc * sgc, c_ok,
+                            wt_ptr, oc, C_out, KH, KW, SH, SW, DH, DW)
+    for mm in range(1, M):
+        oc = ic * M + mm
+        acc = _bwd_in_nhwc_taps(acc, go_base, ih_p, iw_p, H_out, W_out, sgh, sgw, oc * sgc, c_ok,
+                                wt_ptr, oc, C_out, KH, KW, SH, SW, DH, DW)
+
+    gi_base = gi_ptr + n.to(tl.int64) * sin
+    pm = (ih < H) & (iw < W)
+    tl.store(gi_base + (ih * sih + iw * siw)[:, None] + (ic * sic)[None, :],
+             acc.to(gi_ptr.dtype.element_ty), mask=pm[:, None] & c_ok[None, :])
+
+
+# ----------------------------------------------------------------------------------------------
+# Grad-weight, NCHW: program (oc, chunk of N*H_out rows); tile [TAP_BLOCK, BLOCK_W].
+# Partials: ws[chunk, oc, tap], bws[chunk, oc].
+# ----------------------------------------------------------------------------------------------
+@triton.jit
+def _dw_bwd_w_nchw_kernel(
+    go_ptr, x_ptr, ws_ptr, bws_ptr,
+    C_out, M, H, W, H_out, W_out,
+    sgn, sgc, sgh, sgw,
+    sxn, sxc, sxh, sxw,
+    pad_t, pad_l, total, per_chunk,
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    DH: tl.constexpr, DW: tl.constexpr,
+    COMPUTE_BIAS: tl.constexpr, ACC_F64: tl.constexpr, INT64: tl.constexpr,
+    TAP_BLOCK: tl.constexpr, BLOCK_W: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    chunk = pid // C_out
+    oc = pid - chunk * C_out
+    ic = oc // M
+    r0 = chunk * per_chunk
+    r1 = tl.minimum(r0 + per_chunk, total)
+
+    if ACC_F64:
+        bacc = tl.zeros([BLOCK_W], dtype=tl.float64)
+    else:
+        bacc = tl.zeros([BLOCK_W], dtype=tl.float32)
+
+    x_c = x_ptr + ic.to(tl.int64) * sxc
+    go_c = go_ptr + oc.to(tl.int64) * sgc
+    for t0 in range(0, KH * KW, TAP_BLOCK):
+        tap = t0 + tl.arange(0, TAP_BLOCK)
+        t_ok = tap < KH * KW
+        kh = tap // KW
+        kw = tap - kh * KW
+        if ACC_F64:
+            acc = tl.zeros([TAP_BLOCK, BLOCK_W], dtype=tl.float64)
+        else:
+            acc = tl.zeros([TAP_BLOCK, BLOCK_W], dtype=tl.float32)
+        for r in range(r0, r1):
+            n = r // H_out
+            oh = r - n * H_out
+            ih = oh * SH - pad_t + kh * DH
+            h_ok = t_ok & (ih >= 0) & (ih < H)
+            if INT64:
+                ih = ih.to(tl.int64)
+            go_row = go_c + n.to(tl.int64) * sgn + oh.to(tl.int64) * sgh
+            x_img = x_c + n.to(tl.int64) * sxn
+            for w0 in range(0, W_out, BLOCK_W):
+                ow = w0 + tl.arange(0, BLOCK_W)
+                if INT64:
+                    ow = ow.to(tl.int64)
+                o_ok = ow < W_out
+                g = tl.load(go_row + ow * sgw, mask=o_ok, other=0.0).to(acc.dtype)
+                iw = ow[None, :] * SW - pad_l + (kw * DW)[:, None]
+                m = h_ok[:, None] & o_ok[None, :] & (iw >= 0) & (iw < W)
+                xv = tl.load(x_img + ih[:, None] * sxh + iw * sxw, mask=m, other=0.0)
+                acc += xv.to(acc.dtype) * g[None, :]
+                if COMPUTE_BIAS:
+                    if t0 == 0:
+                        bacc += g
+        part = tl.sum(acc, axis=1)
+        ws_off = (chunk.to(tl.int64) * C_out + oc) * (KH * KW) + tap
+        tl.store(ws_ptr + ws_off, part.to(ws_ptr.dtype.element_ty), mask=t_ok)
+    if COMPUTE_BIAS:
+        tl.store(bws_ptr + chunk.to(tl.int64) * C_out + oc,
+                 tl.sum(bacc, axis=0).to(bws_ptr.dtype.element_ty))
+
+
+# ----------------------------------------------------------------------------------------------
+# Grad-weight, channels_last: program (channel block, chunk of N*H_out*W_out pixels);
+# tile [TAP_BLOCK, BLOCK_C].  Partials: ws[chunk, tap, oc], bws[chunk, oc].
+# ----------------------------------------------------------------------------------------------
+@triton.jit
+def _dw_bwd_w_nhwc_kernel(
+    go_ptr, x_ptr, ws_ptr, bws_ptr,
+    C_out, M, H, W, H_out, W_out,
+    sgn, sgc, sgh, sgw,
+    sxn, sxc, sxh, sxw,
+    pad_t, pad_l, total, per_chunk,
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    DH: tl.constexpr, DW: tl.constexpr,
+    COMPUTE_BIAS: tl.constexpr, ACC_F64: tl.constexpr, INT64: tl.constexpr,
+    TAP_BLOCK: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    n_cb = tl.cdiv(C_out, BLOCK_C)
+    chunk = pid // n_cb
+    cb = pid - chunk * n_cb
+    p0 = chunk.to(tl.int64) * per_chunk
+    p1 = tl.minimum(p0 + per_chunk, total)
+    HWo = H_out * W_out
+
+    oc = cb * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = oc < C_out
+    ic = oc // M
+    x_c = ic * sxc
+    g_c = oc * sgc
+
+    if ACC_F64:
+        bacc = tl.zeros([BLOCK_C], dtype=tl.float64)
+    else:
+        bacc = tl.zeros([BLOCK_C], dtype=tl.float32)
+
+    for t0 in range(0, KH * KW, TAP_BLOCK):
+        tap = t0 + tl.arange(0, TAP_BLOCK)
+        t_ok = tap < KH * KW
+        kh = tap // KW
+        kw = tap - kh * KW
+        if ACC_F64:
+            acc = tl.zeros([TAP_BLOCK, BLOCK_C], dtype=tl.float64)
+        else:
+            acc = tl.zeros([TAP_BLOCK, BLOCK_C], dtype=tl.float32)
+        for p in range(p0, p1):
+            n = p // HWo
+            q = p - n * HWo
+            oh = q // W_out
+            ow = q - oh * W_out
+            g = tl.load(go_ptr + n * sgn + oh * sgh + ow * sgw + g_c, mask=c_ok,
+                        other=0.0).to(acc.dtype)
+            ih = oh * SH - pad_t + kh * DH
+            iw = ow * SW - pad_l + kw * DW
+            pm = t_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            if INT64:
+                ih = ih.to(tl.int64)
+                iw = iw.to(tl.int64)
+            xv = tl.load(x_ptr + n * sxn + (ih * sxh + iw * sxw)[:, None] + x_c[None, :],
+                         mask=pm[:, None] & c_ok[None, :], other=0.0)
+            acc += xv.to(acc.dtype) * g[None, :]
+            if COMPUTE_BIAS:
+                if t0 == 0:
+                    bacc += g
+        ws_off = (chunk.to(tl.int64) * (KH * KW) + tap[:, None]) * C_out + oc[None, :]
+        tl.store(ws_ptr + ws_off, acc.to(ws_ptr.dtype.element_ty),
+                 mask=t_ok[:, None] & c_ok[None, :])
+    if COMPUTE_BIAS:
+        tl.store(bws_ptr + chunk.to(tl.int64) * C_out + oc,
+                 bacc.to(bws_ptr.dtype.element_ty), mask=c_ok)
+
+
+# ----------------------------------------------------------------------------------------------
+# Autotuning: one Autotuner per (kernel, size class); a single config under the interpreter.
+# ----------------------------------------------------------------------------------------------
+def _cfg(num_warps, num_stages=1, **kw):
+    return triton.Config(kw, num_warps=num_warps, num_stages=num_stages)
+
+
+def _nchw_tile_configs(w_extent):
+    if w_extent <= 8:
+        c = [(8, 8, 1), (16, 8, 2), (32, 8, 4)]
+    elif w_extent <= 16:
+        c = [(16, 16, 2), (32, 16, 4), (8, 16, 1)]
+    elif w_extent <= 32:
+        c = [(16, 32, 4), (8, 32, 2), (32, 32, 4)]
+    else:
+        c = [(8, 64, 4), (16, 64, 4), (4, 128, 4), (8, 128, 8), (32, 32, 4)]
+    return [_cfg(nw, BLOCK_H=bh, BLOCK_W=bw) for bh, bw, nw in c]
+
+
+def _nhwc_tile_configs(channels):
+    if channels <= 8:
+        c = [(8, 8, 8, 2), (8, 16, 8, 4), (4, 8, 8, 1)]
+    elif channels <= 16:
+        c = [(8, 8, 16, 4), (4, 8, 16, 2), (8, 16, 16, 4)]
+    elif channels <= 32:
+        c = [(4, 8, 32, 4), (8, 8, 32, 4), (2, 8, 32, 2)]
+    else:
+        c = [(4, 8, 64, 4), (2, 8, 64, 4), (8, 8, 64, 8), (4, 4, 128, 4), (4, 8, 32, 4)]
+    return [_cfg(nw, TILE_H=th, TILE_W=tw, BLOCK_C=bc) for th, tw, bc, nw in c]
+
+
+def _gw_nchw_configs(tap_block, w_out):
+    bw = max(16, min(128, triton.next_power_of_2(w_out), 4096 // tap_block))
+    c = [(4, 2), (8, 2), (4, 3)]
+    return [_cfg(nw, ns, BLOCK_W=bw) for nw, ns in c]
+
+
+def _gw_nhwc_configs(tap_block, channels):
+    cap = max(8, 8192 // tap_block)
+    if channels <= 8:
+        c = [(8, 1), (8, 2)]
+    elif channels <= 16:
+        c = [(16, 2), (16, 4)]
+    elif channels <= 32:
+        c = [(32, 4), (32, 2)]
+    else:
+        c = [(32, 4), (64, 4), (64, 8), (128, 8)]
+    out = [_cfg(nw, 2, BLOCK_C=bc) for bc, nw in c if bc <= cap]
+    return out or [_cfg(4, 2, BLOCK_C=cap)]
+
+
+_CONV_KEY = ["C_out", "M", "H", "W", "H_out", "W_out", "sxc", "sxh", "sxw", "syc", "syw"]
+_BWD_IN_KEY = ["C_in", "M", "H", "W", "H_out", "W_out", "sgc", "sgh", "sgw", "sic", "siw"]
+_GW_KEY = ["C_out", "M", "H", "W", "H_out", "W_out", "total", "sgc", "sgw", "sxc",
+           "sxw"]
+
+_TUNERS: dict = {}
+
+
+def _tuner(kernel, key, configs_fn, cls):
+    k = (kernel, cls)
+    t = _TUNERS.get(k)
+    if t is None:
+        configs = configs_fn(*cls)
+        if _INTERPRET:
+            configs = configs[:1]
+        t = triton.autotune(configs=configs, key=key)(kernel)
+        _TUNERS[k] = t
+    return t
+
+
+def _launcher(kernel):
+    # Under the interpreter (and with fake tensors handled before) launch directly; otherwise
+    # wrap_triton so that torch.compile traces the kernel.  (torch < 2.14 wrap_triton rejects
+    # interpreted kernels.)
+    if _INTERPRET:
+        return kernel
+    return torch.library.wrap_triton(kernel)
+
+
+def _size_class(v):
+    return 8 if v <= 8 else 16 if v <= 16 else 32 if v <= 32 else 64
+
+
+def _needs_int64(*tensors):
+    for t in tensors:
+        if t.numel() > _I32_LIMIT:
+            return True
+        ext = 1 + sum((s - 1) * st for s, st in zip(t.shape, t.stride()) if s > 0)
+        if ext > _I32_LIMIT:
+            return True
+    return False
+
+
+def _pow2_bucket(v, lo, hi):
+    # next power of two of v clamped to [lo, hi], by comparisons only (SymInt friendly).
+    b = lo
+    while b < hi and v > b:
+        b *= 2
+    return b
+
+
+def _traced_interpreted(op, *args):
+    """Under TRITON_INTERPRET=1 the kernels cannot be traced (interpreted kernels are not
+    wrap_triton-traceable); when AOT dispatch decomposes the op with FunctionalTensors, keep it
+    as an opaque op call instead (eager then runs the interpreter).  Returns None otherwise."""
+    if not _INTERPRET:
+        return None
+    from torch._subclasses.functional_tensor import FunctionalTensor
+
+    if not any(isinstance(a, FunctionalTensor) for a in args):
+        return None
+    cfg = torch._functorch.config
+    if not hasattr(cfg, "decompose_custom_triton_ops"):
+        return None
+    with cfg.patch(decompose_custom_triton_ops=False):
+        return op(*args)
+
+
+def _is_fake(t):
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    return isinstance(t, FakeTensor) or t.device.type == "meta"
+
+
+def _alloc_like_format(shape, ref, dtype):
+    if suggest_memory_format(ref) == torch.channels_last:
+        return torch.empty(shape, dtype=dtype, device=ref.device,
+                           memory_format=torch.channels_last), True
+    return torch.empty(shape, dtype=dtype, device=ref.device), False
+
+
+def _out_size(size, lo, hi, d, k, s):
+    return (size + lo + hi - d * (k - 1) - 1) // s + 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Ops
+# ----------------------------------------------------------------------------------------------
+@torch.library.triton_op(
+    "convext::triton_depthwise_conv2d",
+    mutates_args=(),
+    schema="(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[4] padding, "
+    "int[2] dilation) -> Tensor",
+)
+def _triton_depthwise_conv2d(input: torch.Tensor, weight: torch.Tensor,
+                             bias: Optional[torch.Tensor], stride: List[int],
+                             padding: List[int], dilation: List[int]) -> torch.Tensor:
+    r = _traced_interpreted(torch.ops.convext.triton_depthwise_conv2d, input, weight, bias,
+                            stride, padding, dilation)
+    if r is not None:
+        return r
+    N, C_in, H, W = input.shape
+    C_out, _, KH, KW = weight.shape
+    M = C_out // C_in if C_in > 0 else 1
+    SH, SW = stride
+    pt, pb, pl, pr = padding
+    DH, DW = dilation
+    H_out = max(_out_size(H, pt, pb, DH, KH, SH), 0)
+    W_out = max(_out_size(W, pl, pr, DW, KW, SW), 0)
+    y, cl = _alloc_like_format((N, C_out, H_out, W_out), input, input.dtype)
+    if y.numel() == 0 or _is_fake(y):
+        return y
+    has_bias = bias is not None
+    int64 = _needs_int64(input, y)
+    acc64 = input.dtype == torch.float64
+    if cl:
+        wt = weight.reshape(C_out, KH * KW).t().contiguous()
+        b = bias.contiguous() if has_bias else wt
+        kern = _tuner(_dw_fwd_nhwc_kernel, _CONV_KEY, _nhwc_tile_configs, (_size_class(C_out),))
+
+        def grid(meta):
+            return (triton.cdiv(C_out, meta["BLOCK_C"]) * N
+                    * triton.cdiv(H_out, meta["TILE_H"]) * triton.cdiv(W_out, meta["TILE_W"]),)
+        w_arg = wt
+    else:
+        w_arg = weight.reshape(C_out, KH * KW).contiguous()
+        b = bias.contiguous() if has_bias else w_arg
+        kern = _tuner(_dw_fwd_nchw_kernel, _CONV_KEY, _nchw_tile_configs, (_size_class(W_out),))
+
+        def grid(meta):
+            return (N * C_out * triton.cdiv(H_out, meta["BLOCK_H"])
+                    * triton.cdiv(W_out, meta["BLOCK_W"]),)
+    _launcher(kern)[grid](
+        input, w_arg, b, y,
+        C_out, M, H, W, H_out, W_out,
+        *input.stride(), *y.stride(),
+        pt, pl,
+        KH=KH, KW=KW, SH=SH, SW=SW, DH=DH, DW=DW,
+        HAS_BIAS=has_bias, ACC_F64=acc64, INT64=int64,
+    )
+    return y
+
+
+@torch.library.triton_op(
+    "convext::triton_depthwise_conv2d_backward_input",
+    mutates_args=(),
+    schema="(Tensor grad_output, Tensor weight, int[4] input_size, int[2] stride, "
+    "int[4] padding, int[2] dilation) -> Tensor",
+)
+def _triton_depthwise_conv2d_backward_input(grad_output: torch.Tensor, weight: torch.Tensor,
+                                            input_size: List[int], stride: List[int],
+                                            padding: List[int], dilation: List[int]
+                                            ) -> torch.Tensor:
+    r = _traced_interpreted(torch.ops.convext.triton_depthwise_conv2d_backward_input,
+                            grad_output, weight, input_size, stride, padding, dilation)
+    if r is not None:
+        return r
+    N, C_in, H, W = input_size
+    C_out, _, KH, KW = weight.shape
+    M = C_out // C_in if C_in > 0 else 1
+    SH, SW = stride
+    pt, pb, pl, pr = padding
+    DH, DW = dilation
+    H_out, W_out = grad_output.shape[2], grad_output.shape[3]
+    gi, cl = _alloc_like_format((N, C_in, H, W), grad_output, grad_output.dtype)
+    if gi.numel() == 0 or _is_fake(gi):
+        return gi
+    if grad_output.numel() == 0:
+        return gi.zero_()
+    int64 = _needs_int64(grad_output, gi)
+    acc64 = grad_output.dtype == torch.float64
+    if cl:
+        w_arg = weight.reshape(C_out, KH * KW).t().contiguous()
+        kern = _tuner(_dw_bwd_in_nhwc_kernel, _BWD_IN_KEY, _nhwc_tile_configs,
+                      (_size_class(C_in),))
+
+        def grid(meta):
+            return (triton.cdiv(C_in, meta["BLOCK_C"]) * N
+                    * triton.cdiv(H, meta["TILE_H"]) * triton.cdiv(W, meta["TILE_W"]),)
+    else:
+        w_arg = weight.reshape(C_out, KH * KW).contiguous()
+        kern = _tuner(_dw_bwd_in_nchw_kernel, _BWD_IN_KEY, _nchw_tile_configs, (_size_class(W),))
+
+        def grid(meta):
+            return (N * C_in * triton.cdiv(H, meta["BLOCK_H"]) * triton.cdiv(W, meta["BLOCK_W"]),)
+    _launcher(kern)[grid](
+        grad_output, w_arg, gi,
+        C_in, M, H, W, H_out, W_out,
+        *grad_output.stride(), *gi.stride(),
+        pt, pl,
+        KH=KH, KW=KW, SH=SH, SW=SW, DH=DH, DW=DW,
+        ACC_F64=acc64, INT64=int64,
+    )
+    return gi
+
+
+@torch.library.triton_op(
+    "convext::triton_depthwise_conv2d_backward_weight",
+    mutates_args=(),
+    schema="(Tensor grad_output, Tensor input, int[2] kernel_size, int[2] stride, "
+    "int[4] padding, int[2] dilation, bool compute_bias) -> (Tensor, Tensor)",
+)
+def _triton_depthwise_conv2d_backward_weight(grad_output: torch.Tensor, input: torch.Tensor,
+                                             kernel_size: List[int], stride: List[int],
+                                             padding: List[int], dilation: List[int],
+                                             compute_bias: bool
+                                             ) -> Tuple[torch.Tensor, torch.Tensor]:
+    r = _traced_interpreted(torch.ops.convext.triton_depthwise_conv2d_backward_weight,
+                            grad_output, input, kernel_size, stride, padding, dilation,
+                            compute_bias)
+    if r is not None:
+        return r
+    N, C_in, H, W = input.shape
+    C_out, H_out, W_out = grad_output.shape[1], grad_output.shape[2], grad_output.shape[3]
+    KH, KW = kernel_size
+    M = C_out // C_in if C_in > 0 else 1
+    SH, SW = stride
+    pt, pb, pl, pr = padding
+    DH, DW = dilation
+    dtype, dev = input.dtype, input.device
+    KK = KH * KW
+    if grad_output.numel() == 0 or _is_fake(grad_output) or _is_fake(input):
+        gw = torch.zeros((C_out, 1, KH, KW), dtype=dtype, device=dev)
+        gb = (torch.zeros((C_out,), dtype=dtype, device=dev) if compute_bias
+              else torch.empty((0,), dtype=dtype, device=dev))
+        return gw, gb
+    acc64 = dtype == torch.float64
+    ws_dtype = torch.float64 if acc64 else torch.float32
+    int64 = _needs_int64(grad_output, input)
+    tap_block = min(triton.next_power_of_2(KK), _MAX_TAP_BLOCK)
+    cl = suggest_memory_format(input) == torch.channels_last
+    if cl:
+        total = N * H_out * W_out
+        target_chunks = max(1, triton.cdiv(_GW_TARGET_PROGRAMS, triton.cdiv(C_out, 32)))
+        per_chunk = max(triton.cdiv(total, target_chunks), 64)
+        n_chunks = triton.cdiv(total, per_chunk)
+        ws = torch.empty((n_chunks, KK, C_out), dtype=ws_dtype, device=dev)
+        kern = _tuner(_dw_bwd_w_nhwc_kernel, _GW_KEY, _gw_nhwc_configs,
+                      (tap_block, _size_class(C_out)))
+
+        def grid(meta):
+            return (triton.cdiv(C_out, meta["BLOCK_C"]) * n_chunks,)
+    else:
+        total = N * H_out
+        target_chunks = max(1, triton.cdiv(_GW_TARGET_PROGRAMS, C_out))
+        per_chunk = max(triton.cdiv(total, target_chunks), triton.cdiv(2048, W_out))
+        n_chunks = triton.cdiv(total, per_chunk)
+        ws = torch.empty((n_chunks, C_out, KK), dtype=ws_dtype, device=dev)
+        kern = _tuner(_dw_bwd_w_nchw_kernel, _GW_KEY, _gw_nchw_configs,
+                      (tap_block, _pow2_bucket(W_out, 16, 128)))
+
+        def grid(meta):
+            return (C_out * n_chunks,)
+    bws = torch.empty((n_chunks, C_out) if compute_bias else (1,), dtype=ws_dtype, device=dev)
+    _launcher(kern)[grid](
+        grad_output, input, ws, bws,
+        C_out, M, H, W, H_out, W_out,
+        *grad_output.stride(), *input.stride(),
+        pt, pl, total, per_chunk,
+        KH=KH, KW=KW, SH=SH, SW=SW, DH=DH, DW=DW,
+        COMPUTE_BIAS=compute_bias, ACC_F64=acc64, INT64=int64,
+        TAP_BLOCK=tap_block,
+    )
+    # Fixed-order reduction of the per-chunk partials (deterministic).
+    if cl:
+        gw = ws.sum(0).t()
+    else:
+        gw = ws.sum(0)
+    gw = gw.to(dtype).reshape(C_out, 1, KH, KW).contiguous()
+    if compute_bias:
+        gb = bws.sum(0).to(dtype)
+    else:
+        gb = torch.empty((0,), dtype=dtype, device=dev)
+    return gw, gb
+
+
+# ----------------------------------------------------------------------------------------------
+# Plain functions (used by the separable conv); same arguments as the ops.
+# ----------------------------------------------------------------------------------------------
+def depthwise_conv2d(input, weight, bias, stride, padding, dilation):
+    return torch.ops.convext.triton_depthwise_conv2d(
+        input, weight, bias, list(stride), list(padding), list(dilation))
+
+
+def depthwise_conv2d_backward_input(grad_output, weight, input_size, stride, padding, dilation):
+    return torch.ops.convext.triton_depthwise_conv2d_backward_input(
+        grad_output, weight, list(input_size), list(stride), list(padding), list(dilation))
+
+
+def depthwise_conv2d_backward_weight(grad_output, input, kernel_size, stride, padding, dilation,
+                                     compute_bias):
+    return torch.ops.convext.triton_depthwise_conv2d_backward_weight(
+        grad_output, input, list(kernel_size), list(stride), list(padding), list(dilation),
+        bool(compute_bias))

@@ -51,7 +51,8 @@ def _cuda_wheel_includes():
 
 
 def make_extension():
-    sources = [os.path.join("csrc", "ops.cpp")] + sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    sources = ([os.path.join("csrc", "ops.cpp"), os.path.join("csrc", "depthwise_separable_conv2d.cpp")]
+               + sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp"))))
     cuda_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
     with_cuda, why = _want_cuda()
     if with_cuda and not cuda_sources:
@@ -75,7 +76,7 @@ def make_extension():
             "convext._C", sources, include_dirs=include_dirs,
             extra_compile_args={"cxx": cxx}, extra_link_args=extra_link)
     arch = os.environ.get("TORCH_CUDA_ARCH_LIST", "(torch default)") if with_cuda else "-"
-    print(f"[convext] building convext._C: CPU kernels ({len(sources) - 1} files) + "
+    print(f"[convext] building convext._C: CPU kernels ({len(sources)} files) + "
           f"{'CUDA kernels (%d files, arch %s)' % (len(cuda_sources), arch) if with_cuda else 'no CUDA'}"
           f" -- {why}; MAX_JOBS={os.environ.get('MAX_JOBS', '(default)')}", file=sys.stderr)
     return ext

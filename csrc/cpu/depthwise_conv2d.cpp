@@ -40,54 +40,112 @@ inline TapRange tap_range(int64_t out, int64_t in, int64_t stride, int64_t off) 
   return t;
 }
 
+// A depthwise conv as the kernels see it. Normally output channel oc reads input channel
+// oc / M through weight row oc. With `reduce` (grad-input at stride 1, run as a conv of
+// grad_output with the flipped kernel) output channel c sums input channels c*M + m
+// through weight rows c*M + m; then p.in_* describe grad_output and p.out_* grad_input.
 struct Geometry {
   DepthwiseConv2dParams p;
+  bool reduce = false;
   std::vector<TapRange> w_ranges;  // per kw: valid ow range along W
+  int64_t w_int_lo = 0, w_int_hi = 0;  // ow range valid for every kw (empty: 0, 0)
 };
 
-inline Geometry make_geometry(const DepthwiseConv2dParams& p) {
-  Geometry g{p, {}};
+inline Geometry make_geometry(const DepthwiseConv2dParams& p, bool reduce = false) {
+  Geometry g;
+  g.p = p;
+  g.reduce = reduce;
   g.w_ranges.resize(p.kernel_w);
+  int64_t lo = 0, hi = p.out_w;
   for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
     g.w_ranges[kw] = tap_range(p.out_w, p.in_w, p.stride_w, kw * p.dilation_w - p.pad_left);
+    lo = std::max(lo, g.w_ranges[kw].lo);
+    hi = std::min(hi, g.w_ranges[kw].hi);
+  }
+  if (lo < hi) {
+    g.w_int_lo = lo;
+    g.w_int_hi = hi;
   }
   return g;
 }
 
+// grad_input = conv(grad_output, flipped weight) when both strides are 1.
+inline Geometry make_transposed_geometry(const DepthwiseConv2dParams& p) {
+  DepthwiseConv2dParams t = p;
+  t.in_channels = p.out_channels;
+  t.out_channels = p.in_channels;
+  t.in_h = p.out_h;
+  t.in_w = p.out_w;
+  t.out_h = p.in_h;
+  t.out_w = p.in_w;
+  t.pad_top = p.dilation_h * (p.kernel_h - 1) - p.pad_top;  // may be negative
+  t.pad_left = p.dilation_w * (p.kernel_w - 1) - p.pad_left;
+  t.in_strides = p.out_strides;
+  t.out_strides = p.in_strides;
+  return make_geometry(t, /*reduce=*/true);
+}
+
 namespace base {
+#define CONVEXT_VEC_BYTES 16
 #include "depthwise_conv2d_kernel.h"
+#undef CONVEXT_VEC_BYTES
 }  // namespace base
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define CONVEXT_CPU_HAVE_AVX2_COPY 1
+#define CONVEXT_CPU_HAVE_X86_COPIES 1
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 namespace avx2 {
+#define CONVEXT_VEC_BYTES 32
 #include "depthwise_conv2d_kernel.h"
+#undef CONVEXT_VEC_BYTES
 }  // namespace avx2
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")
+namespace avx512 {
+#define CONVEXT_VEC_BYTES 64
+#include "depthwise_conv2d_kernel.h"
+#undef CONVEXT_VEC_BYTES
+}  // namespace avx512
 #pragma GCC pop_options
 #endif
 
 namespace {
 
-// AVX2+FMA copy when the CPU has it; CONVEXT_CPU_ISA=default forces the baseline copy.
-bool use_avx2() {
-#ifdef CONVEXT_CPU_HAVE_AVX2_COPY
-  static const bool v = [] {
-    const char* env = std::getenv("CONVEXT_CPU_ISA");
-    if (env && std::strcmp(env, "default") == 0) return false;
+// Widest kernel copy the CPU runs: 2 = AVX-512, 1 = AVX2+FMA, 0 = baseline.
+// CONVEXT_CPU_ISA=default|avx2 caps it (for testing the narrower copies).
+int cpu_isa_level() {
+#ifdef CONVEXT_CPU_HAVE_X86_COPIES
+  static const int level = [] {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    int l = 0;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) l = 1;
+    if (l == 1 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq")) {
+      l = 2;
+    }
+    if (const char* env = std::getenv("CONVEXT_CPU_ISA")) {
+      if (std::strcmp(env, "default") == 0) l = 0;
+      if (std::strcmp(env, "avx2") == 0) l = std::min(l, 1);
+    }
+    return l;
   }();
-  return v;
+  return level;
 #else
-  return false;
+  return 0;
 #endif
 }
 
-#ifdef CONVEXT_CPU_HAVE_AVX2_COPY
-#define CONVEXT_CPU_CALL(fn, ...) \
-  (use_avx2() ? avx2::fn(__VA_ARGS__) : base::fn(__VA_ARGS__))
+#ifdef CONVEXT_CPU_HAVE_X86_COPIES
+#define CONVEXT_CPU_CALL(fn, ...)                                                    \
+  do {                                                                               \
+    switch (cpu_isa_level()) {                                                       \
+      case 2: avx512::fn(__VA_ARGS__); break;                                        \
+      case 1: avx2::fn(__VA_ARGS__); break;                                          \
+      default: base::fn(__VA_ARGS__);                                                \
+    }                                                                                \
+  } while (0)
 #else
 #define CONVEXT_CPU_CALL(fn, ...) base::fn(__VA_ARGS__)
 #endif
@@ -105,9 +163,11 @@ void check_same_dtype(const at::Tensor& a, const char* an, const at::Tensor& b, 
               bn, " (", b.scalar_type(), ") must have the same dtype");
 }
 
-// weight (Cout, 1, KH, KW), any strides -> acc_t (Cout, KH*KW) and transposed (KH*KW, Cout).
+// weight (Cout, 1, KH, KW), any strides -> acc_t (Cout, KH*KW) and transposed (KH*KW, Cout),
+// optionally with the kernel flipped in both spatial dims.
 template <typename scalar_t, typename acc_t>
-void load_weight(const at::Tensor& weight, std::vector<acc_t>& w, std::vector<acc_t>& wT) {
+void load_weight(const at::Tensor& weight, std::vector<acc_t>& w, std::vector<acc_t>& wT,
+                 bool flip = false) {
   const int64_t Cout = weight.size(0), KH = weight.size(2), KW = weight.size(3), taps = KH * KW;
   const scalar_t* src = weight.const_data_ptr<scalar_t>();
   const int64_t s0 = weight.stride(0), s2 = weight.stride(2), s3 = weight.stride(3);
@@ -116,7 +176,8 @@ void load_weight(const at::Tensor& weight, std::vector<acc_t>& w, std::vector<ac
   for (int64_t oc = 0; oc < Cout; ++oc) {
     for (int64_t kh = 0; kh < KH; ++kh) {
       for (int64_t kw = 0; kw < KW; ++kw) {
-        const acc_t v = static_cast<acc_t>(src[oc * s0 + kh * s2 + kw * s3]);
+        const int64_t sh = flip ? KH - 1 - kh : kh, sw = flip ? KW - 1 - kw : kw;
+        const acc_t v = static_cast<acc_t>(src[oc * s0 + sh * s2 + sw * s3]);
         w[oc * taps + kh * KW + kw] = v;
         wT[(kh * KW + kw) * Cout + oc] = v;
       }
@@ -162,9 +223,9 @@ at::Tensor depthwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weigh
     const scalar_t* x = input.const_data_ptr<scalar_t>();
     scalar_t* y = out.mutable_data_ptr<scalar_t>();
     if (fmt == at::MemoryFormat::ChannelsLast) {
-      CONVEXT_CPU_CALL(forward_cl, g, x, wT.data(), bptr, y);
+      CONVEXT_CPU_CALL(conv_cl, g, x, wT.data(), bptr, y);
     } else {
-      CONVEXT_CPU_CALL(forward_nchw, g, x, w.data(), bptr, y);
+      CONVEXT_CPU_CALL(conv_nchw, g, x, w.data(), bptr, y);
     }
   });
   return out;
@@ -191,14 +252,21 @@ at::Tensor depthwise_conv2d_backward_input_cpu(const at::Tensor& grad_output, co
   if (gi.numel() == 0) return gi;
   set_strides(p.in_strides, gi);
   set_strides(p.out_strides, grad_output);
-  const Geometry g = make_geometry(p);
+  // Stride 1: a conv of grad_output with the flipped kernel (same fast kernels as forward).
+  const bool unit_stride = p.stride_h == 1 && p.stride_w == 1;
+  const Geometry g = unit_stride ? make_transposed_geometry(p) : make_geometry(p);
+  const bool cl = fmt == at::MemoryFormat::ChannelsLast;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(), "convext_depthwise_conv2d_backward_input_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     std::vector<acc_t> w, wT;
-    load_weight<scalar_t, acc_t>(weight, w, wT);
+    load_weight<scalar_t, acc_t>(weight, w, wT, /*flip=*/unit_stride);
     const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
     scalar_t* out = gi.mutable_data_ptr<scalar_t>();
-    if (fmt == at::MemoryFormat::ChannelsLast) {
+    if (unit_stride && cl) {
+      CONVEXT_CPU_CALL(conv_cl, g, go, wT.data(), static_cast<const acc_t*>(nullptr), out);
+    } else if (unit_stride) {
+      CONVEXT_CPU_CALL(conv_nchw, g, go, w.data(), static_cast<const acc_t*>(nullptr), out);
+    } else if (cl) {
       CONVEXT_CPU_CALL(backward_input_cl, g, go, wT.data(), out);
     } else {
       CONVEXT_CPU_CALL(backward_input_nchw, g, go, w.data(), out);

@@ -172,6 +172,36 @@ def correctness(args):
         for dt in dtypes:
             for layout in ["nchw", "cl"]:
                 check_case(f"fixed{i}", *c, dt, layout, stats=stats)
+    # planar fast path (square K in {3,5,7}, sh | dh or sh == 2): odd widths, partial row bands,
+    # dilation 2-4, stride 2 with odd/even dilation, column tiles (Wo > 256), sliced views, M > 1
+    planar_fast = [
+        (3, 5, 1, 29, 31, (3, 3), (1, 1), [1, 1, 1, 1], (1, 1)),
+        (2, 4, 1, 37, 41, (3, 3), (2, 2), [1, 0, 1, 0], (1, 1)),
+        (2, 4, 1, 41, 39, (3, 3), (2, 1), [3, 3, 2, 2], (3, 2)),
+        (2, 4, 2, 27, 45, (5, 5), (2, 2), [4, 4, 4, 4], (2, 2)),
+        (1, 6, 1, 35, 35, (5, 5), (1, 1), [8, 8, 8, 8], (4, 4)),
+        (2, 3, 1, 25, 23, (7, 7), (1, 1), [3, 3, 3, 3], (1, 1)),
+        (2, 3, 1, 30, 33, (7, 7), (2, 2), [3, 2, 3, 2], (1, 1)),
+        (1, 4, 1, 40, 41, (7, 7), (1, 2), [6, 6, 6, 6], (2, 3)),
+        (1, 2, 3, 13, 600, (3, 3), (1, 1), [1, 1, 1, 1], (1, 1)),
+        (1, 2, 1, 11, 530, (5, 5), (1, 2), [2, 2, 2, 2], (1, 1)),
+        (5, 3, 1, 7, 9, (3, 3), (1, 1), [0, 0, 0, 0], (1, 1)),
+        (2, 3, 1, 50, 20, (3, 3), (2, 2), [2, 2, 2, 2], (4, 4)),
+        (1, 2, 1, 30, 30, (5, 5), (2, 3), [6, 6, 6, 6], (3, 3)),
+    ]
+    for i, c in enumerate(planar_fast):
+        for dt in [torch.float32, torch.bfloat16, torch.float16]:
+            for layout in ["nchw", "sliced"]:
+                check_case(f"pfast{i}", *c, dt, layout, stats=stats)
+    # non-finite input outside every output's window must not leak into grad_weight
+    x = torch.randn(1, 2, 12, 12, device=DEV)
+    x[:, :, 11, :] = float("inf")  # row 11 is never read by a 3x3 stride-2 conv of H=12 w/o padding
+    x[:, :, :, 11] = float("nan")
+    go = torch.randn(1, 2, 5, 5, device=DEV)
+    gw, gb = OP(go, x, [3, 3], [2, 2], [0, 0, 0, 0], [1, 1], True)
+    ok = bool(torch.isfinite(gw).all()) and bool(torch.isfinite(gb).all())
+    print(f"{'PASS' if ok else 'FAIL'} non-finite input outside the windows stays out")
+    stats["pass" if ok else "fail"] += 1
     rng = random.Random(1234)
     layouts = ["nchw", "cl", "sliced", "cl_sliced"]
     for i in range(args.random):

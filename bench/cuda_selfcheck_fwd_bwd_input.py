@@ -5,6 +5,7 @@ Usage (on a GPU machine, after building convext with CUDA):
     python bench/cuda_selfcheck_fwd_bwd_input.py --no-bench # correctness only
     python bench/cuda_selfcheck_fwd_bwd_input.py --big      # also a >= 2^31-element tensor (needs ~20 GB)
     python bench/cuda_selfcheck_fwd_bwd_input.py --cases 400 --seed 1
+    python bench/cuda_selfcheck_fwd_bwd_input.py --disable-fast-paths   # v1 paths only (env var, read once)
 
 Checks torch.ops.convext.depthwise_conv2d / depthwise_conv2d_backward_input against a float64
 F.conv2d reference (and its autograd grad) computed from the same (rounded) inputs, with an
@@ -13,6 +14,7 @@ bitwise identical. Prints PASS/FAIL lines and a summary; exit status 1 on any fa
 """
 import argparse
 import math
+import os
 import random
 import sys
 
@@ -196,6 +198,27 @@ FIXED = [
     (0, 8, 1, 14, 14, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), True),       # N = 0
     (1, 4, 1, 40, 40, 31, 31, (1, 1), (0, 0, 0, 0), (1, 1), False),
     (1, 4, 1, 300, 17, 9, 9, (2, 2), (4, 4, 4, 4), (2, 2), True),
+    # v2 fast paths: strided grad-input gather (nchw + channels_last V=4/V=8), column-strip
+    # NCHW kernel (k 3/5/7, s 1/2, dilation, multiplier, W > 256 chunks), balanced cl blocks
+    (2, 24, 1, 30, 30, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), False),
+    (2, 40, 1, 29, 31, 5, 5, (2, 2), (2, 2, 2, 2), (1, 1), True),
+    (2, 16, 1, 33, 33, 7, 7, (2, 2), (3, 3, 3, 3), (1, 1), False),
+    (2, 16, 1, 40, 37, 3, 3, (3, 3), (2, 2, 2, 2), (2, 2), False),
+    (2, 8, 1, 31, 30, 3, 3, (2, 1), (1, 1, 1, 1), (1, 1), False),
+    (1, 8, 1, 45, 45, 5, 5, (4, 4), (4, 4, 4, 4), (2, 2), False),
+    (2, 8, 1, 30, 30, 3, 3, (2, 2), (2, 2, 2, 2), (2, 2), False),   # stride 2, dilation 2: empty phases
+    (1, 8, 1, 23, 26, 3, 3, (2, 2), (0, 2, 1, 0), (3, 1), True),
+    (1, 4, 1, 40, 40, 3, 3, (9, 9), (1, 1, 1, 1), (1, 1), False),   # stride > 8: generic
+    (1, 4, 1, 9, 600, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), True),    # W > 256
+    (1, 4, 1, 9, 700, 5, 5, (2, 2), (2, 2, 2, 2), (1, 1), False),
+    (2, 8, 1, 40, 41, 7, 7, (1, 1), (9, 9, 9, 9), (3, 3), True),
+    (2, 8, 1, 33, 33, 5, 5, (2, 2), (4, 4, 4, 4), (2, 2), True),
+    (2, 6, 2, 21, 23, 5, 5, (1, 1), (2, 2, 2, 2), (1, 1), True),
+    (2, 4, 3, 30, 30, 7, 7, (2, 2), (6, 6, 6, 6), (2, 2), False),
+    (3, 7, 1, 5, 3, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), True),       # tiny planes, many per block
+    (1, 144, 1, 10, 9, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), True),   # cl: 2 balanced channel blocks
+    (1, 136, 1, 9, 10, 5, 5, (1, 1), (2, 2, 2, 2), (1, 1), False),
+    (1, 144, 1, 16, 16, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), False),
 ]
 
 
@@ -305,7 +328,13 @@ def main():
     ap.add_argument("--bench-only", action="store_true")
     ap.add_argument("--big", action="store_true")
     ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("--disable-fast-paths", nargs="?", const="1", default=None, metavar="WHICH",
+                    help="set CONVEXT_DISABLE_FAST_PATHS (default 1 = all; or e.g. 'gather,colstrip,nhwcbal,nhwc2') "
+                         "before the first op call, to check / time the v1 fallback paths")
     args = ap.parse_args()
+    if args.disable_fast_paths is not None:
+        os.environ["CONVEXT_DISABLE_FAST_PATHS"] = args.disable_fast_paths
+    print(f"CONVEXT_DISABLE_FAST_PATHS={os.environ.get('CONVEXT_DISABLE_FAST_PATHS', '')!r}")
     VERBOSE = args.verbose
     assert torch.cuda.is_available(), "needs a CUDA GPU"
     dev = torch.device("cuda")

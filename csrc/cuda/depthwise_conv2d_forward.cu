@@ -29,7 +29,10 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
+#include <numeric>
 
 namespace convext {
 namespace cuda {
@@ -40,6 +43,29 @@ namespace {
 
 constexpr int kMaxThreads = 256;
 constexpr int kMaxSmem = 96 * 1024;
+
+// CONVEXT_DISABLE_FAST_PATHS: unset, "" or "0": all fast paths on; "1" (or anything else
+// that names none of them): all off; a comma list of names ("gather", "colstrip", "nhwcbal", "nhwc2")
+// switches off only those. Read once per process.
+enum FastPath : unsigned { kFpGather = 1u, kFpColstrip = 2u, kFpNhwcBalance = 4u, kFpNhwc2 = 8u };
+
+unsigned fast_paths_mask() {
+  static const unsigned mask = [] {
+    const char* e = std::getenv("CONVEXT_DISABLE_FAST_PATHS");
+    const unsigned all = kFpGather | kFpColstrip | kFpNhwcBalance | kFpNhwc2;
+    if (e == nullptr || e[0] == '\0' || std::strcmp(e, "0") == 0) return all;
+    unsigned off = 0;
+    if (std::strstr(e, "gather") != nullptr) off |= kFpGather;
+    if (std::strstr(e, "colstrip") != nullptr) off |= kFpColstrip;
+    if (std::strstr(e, "nhwcbal") != nullptr) off |= kFpNhwcBalance;
+    if (std::strstr(e, "nhwc2") != nullptr) off |= kFpNhwc2;
+    if (off == 0) off = all;  // "1", "all", ...
+    return all & ~off;
+  }();
+  return mask;
+}
+
+bool fast_path_enabled(unsigned which) { return (fast_paths_mask() & which) != 0; }
 
 // ---------------------------------------------------------------------------
 // NCHW tile kernel
@@ -554,8 +580,13 @@ bool try_nhwc(const CorrArgs& a, cudaStream_t stream) {
   g.KWP = g.nchunks * U;
   // channel vectors per block: up to a warp, fewer for large kernels so the weights fit in smem
   const int64_t wbytes_per_vec = a.KH * g.KWP * 16;
-  const int tx = static_cast<int>(std::min<int64_t>({cvec, 32, kMaxSmem / wbytes_per_vec}));
+  int tx = static_cast<int>(std::min<int64_t>({cvec, 32, kMaxSmem / wbytes_per_vec}));
   if (tx < 1) return false;
+  if (fast_path_enabled(kFpNhwcBalance) && cvec > tx) {
+    // balance the channel blocks (C = 144: 2 x 72 channels instead of 128 + 16)
+    const int64_t nb = ceil_div<int64_t>(cvec, tx);
+    tx = static_cast<int>(ceil_div<int64_t>(cvec, nb));
+  }
   g.CB = tx * 4;
   const int64_t smem64 = static_cast<int64_t>(a.KH) * g.KWP * g.CB * 4;
   if (smem64 > kMaxSmem) return false;
@@ -594,14 +625,673 @@ bool nhwc_vectorizable(const at::Tensor& src, const at::Tensor& dst, const CorrA
   return is_aligned(src.const_data_ptr(), vb) && is_aligned(dst.const_data_ptr(), vb);
 }
 
+// ---------------------------------------------------------------------------
+// Fast paths (new in v2; all of them can be switched off at run time with
+// CONVEXT_DISABLE_FAST_PATHS=1, read once, which restores the v1 dispatch exactly).
+// ---------------------------------------------------------------------------
+
+// ---------------------------------------------------------------------------
+// Grad-input gather for stride > 1 (replaces the int64 generic kernel there).
+// For a dst row y, the taps kh with (y + pt - kh*dh) % sh == 0 form the progression
+// kh = k0(r) + j*ksh (r = (y + pt) % sh, ksh = sh / gcd(sh, dh)), and the source row is
+// sy = (y + pt) / sh - off(r) - j*dlh (dlh = dh / gcd(sh, dh)); same along W. The
+// per-residue (k0, off, J) tables are built on the host, copied to shared memory, so each
+// output walks only its valid taps, with 32-bit index math (host checks every offset fits).
+// Summation order (r, kh, kw ascending) is the generic kernel's.
+// ---------------------------------------------------------------------------
+constexpr int kGS = 8;  // max stride handled by the gather fast path
+
+struct GatherCfg {
+  int tab[6][kGS];  // k0_h, off_h, J_h, k0_w, off_w, J_w (indexed by residue)
+  int ksh, ksw, dlh, dlw;
+  int sh, sw, pt, pl;
+  int H_src, W_src, H_dst, W_dst, KH, KW, M, C_dst;
+  int ss0, ss1, ss2, ss3, ds0, ds1, ds2, ds3;
+  int HG, ngroups;       // nchw: row groups per plane, planes * HG
+  int npos, iters, CB;   // nhwc: N * H_dst * W_dst, positions per thread, channels per block
+};
+
+__device__ __forceinline__ void load_gather_tab(const GatherCfg& g, int* stab, int tid) {
+  if (tid == 0) {
+#pragma unroll
+    for (int i = 0; i < 6; ++i)
+#pragma unroll
+      for (int j = 0; j < kGS; ++j) stab[i * kGS + j] = g.tab[i][j];
+  }
+}
+
+// NCHW (any strides): thread = one dst column x of RY consecutive rows of one plane.
+template <typename T, int RY>
+__global__ void __launch_bounds__(256)
+gather_nchw_kernel(const CorrArgs a, const GatherCfg g) {
+  __shared__ int stab[6 * kGS];
+  const int tid = threadIdx.y * blockDim.x + threadIdx.x;
+  load_gather_tab(g, stab, tid);
+  __syncthreads();
+  const int x = static_cast<int>(blockIdx.y) * static_cast<int>(blockDim.x) + static_cast<int>(threadIdx.x);
+  const int grp = static_cast<int>(blockIdx.x) * static_cast<int>(blockDim.y) + static_cast<int>(threadIdx.y);
+  if (x >= g.W_dst || grp >= g.ngroups) return;  // no barrier below
+  const int plane = grp / g.HG;
+  const int y0 = (grp - plane * g.HG) * RY;
+  const int n = plane / g.C_dst;
+  const int c = plane - n * g.C_dst;
+  const int xs = x + g.pl;
+  const int xq = xs / g.sw, xr = xs - (xs / g.sw) * g.sw;
+  const int kw0 = stab[3 * kGS + xr];
+  const int sx0 = xq - stab[4 * kGS + xr];
+  const int Jw = stab[5 * kGS + xr];
+  const int KHW = g.KH * g.KW;
+  const T* src = static_cast<const T*>(a.src) + n * g.ss0;
+  const T* wbase = static_cast<const T*>(a.weight) + kw0;
+  T* dst = static_cast<T*>(a.dst) + n * g.ds0 + c * g.ds1 + x * g.ds3;
+  const int ys = y0 + g.pt;
+  int yq = ys / g.sh;
+  int yr = ys - yq * g.sh;
+#pragma unroll 1
+  for (int i = 0; i < RY; ++i) {
+    const int y = y0 + i;
+    if (y >= g.H_dst) break;
+    const int kh0 = stab[yr];
+    const int sy0 = yq - stab[kGS + yr];
+    const int Jh = stab[2 * kGS + yr];
+    float acc = 0.f;
+    for (int r = 0; r < g.M; ++r) {
+      const int cs = c * g.M + r;
+      const T* sp = src + cs * g.ss1;
+      const T* wp = wbase + cs * KHW;
+      for (int jh = 0; jh < Jh; ++jh) {
+        const int sy = sy0 - jh * g.dlh;
+        if (sy < 0) break;
+        if (sy >= g.H_src) continue;
+        const T* rowp = sp + sy * g.ss2;
+        const T* wrow = wp + (kh0 + jh * g.ksh) * g.KW;
+        for (int jw = 0; jw < Jw; ++jw) {
+          const int sx = sx0 - jw * g.dlw;
+          if (sx < 0) break;
+          if (sx >= g.W_src) continue;
+          acc = fmaf(to_acc(ldg(rowp + sx * g.ss3)), to_acc(ldg(wrow + jw * g.ksw)), acc);
+        }
+      }
+    }
+    dst[y * g.ds2] = from_acc<T>(acc);
+    if (++yr == g.sh) {
+      yr = 0;
+      ++yq;
+    }
+  }
+}
+
+// channels_last (M == 1, V-channel vectors): thread = V channels x `iters` positions;
+// block = CB channels, their weights staged in shared memory as [tap][CB] floats.
+template <typename T, int V>
+__global__ void __launch_bounds__(256)
+gather_nhwc_kernel(const CorrArgs a, const GatherCfg g) {
+  extern __shared__ float4 smem_f4[];
+  float* wsm = reinterpret_cast<float*>(smem_f4);
+  __shared__ int stab[6 * kGS];
+  const int tid = threadIdx.y * blockDim.x + threadIdx.x;
+  const int nthr = blockDim.x * blockDim.y;
+  const int c0 = static_cast<int>(blockIdx.y) * g.CB;
+  const int KHW = g.KH * g.KW;
+  load_gather_tab(g, stab, tid);
+  {
+    const T* wp = static_cast<const T*>(a.weight);
+    const int total = KHW * g.CB;
+    for (int e = tid; e < total; e += nthr) {
+      const int tap = e / g.CB;
+      const int cl = e - tap * g.CB;
+      const int ch = c0 + cl;
+      wsm[e] = ch < g.C_dst ? to_acc(ldg(wp + ch * KHW + tap)) : 0.f;
+    }
+  }
+  __syncthreads();
+  const int cl = static_cast<int>(threadIdx.x) * V;
+  const int ch = c0 + cl;
+  if (ch >= g.C_dst) return;  // no barrier below
+  const T* srcc = static_cast<const T*>(a.src) + ch;
+  T* dstc = static_cast<T*>(a.dst) + ch;
+  const float* wcl = wsm + cl;
+#pragma unroll 1
+  for (int it = 0; it < g.iters; ++it) {
+    const int p = (static_cast<int>(blockIdx.x) * g.iters + it) * static_cast<int>(blockDim.y) +
+                  static_cast<int>(threadIdx.y);
+    if (p >= g.npos) break;
+    const int nrow = p / g.W_dst;
+    const int x = p - nrow * g.W_dst;
+    const int n = nrow / g.H_dst;
+    const int y = nrow - n * g.H_dst;
+    const int ys = y + g.pt, xs = x + g.pl;
+    const int yq = ys / g.sh, yr = ys - (ys / g.sh) * g.sh;
+    const int xq = xs / g.sw, xr = xs - (xs / g.sw) * g.sw;
+    const int kh0 = stab[yr], sy0 = yq - stab[kGS + yr], Jh = stab[2 * kGS + yr];
+    const int kw0 = stab[3 * kGS + xr], sx0 = xq - stab[4 * kGS + xr], Jw = stab[5 * kGS + xr];
+    float acc[V];
+#pragma unroll
+    for (int v = 0; v < V; ++v) acc[v] = 0.f;
+    const T* sp = srcc + n * g.ss0;
+    for (int jh = 0; jh < Jh; ++jh) {
+      const int sy = sy0 - jh * g.dlh;
+      if (sy < 0) break;
+      if (sy >= g.H_src) continue;
+      const T* rowp = sp + sy * g.ss2;
+      const float* wrow = wcl + ((kh0 + jh * g.ksh) * g.KW + kw0) * g.CB;
+      for (int jw = 0; jw < Jw; ++jw) {
+        const int sx = sx0 - jw * g.dlw;
+        if (sx < 0) break;
+        if (sx >= g.W_src) continue;
+        const Vec<T, V> xv = load_vec<T, V>(rowp + sx * g.ss3);
+        const float* wv = wrow + jw * g.ksw * g.CB;
+#pragma unroll
+        for (int q = 0; q < V / 4; ++q) {
+          const float4 w4 = *reinterpret_cast<const float4*>(wv + 4 * q);
+          acc[4 * q + 0] = fmaf(to_acc(xv.v[4 * q + 0]), w4.x, acc[4 * q + 0]);
+          acc[4 * q + 1] = fmaf(to_acc(xv.v[4 * q + 1]), w4.y, acc[4 * q + 1]);
+          acc[4 * q + 2] = fmaf(to_acc(xv.v[4 * q + 2]), w4.z, acc[4 * q + 2]);
+          acc[4 * q + 3] = fmaf(to_acc(xv.v[4 * q + 3]), w4.w, acc[4 * q + 3]);
+        }
+      }
+    }
+    Vec<T, V> o;
+#pragma unroll
+    for (int v = 0; v < V; ++v) o.v[v] = from_acc<T>(acc[v]);
+    store_vec<T, V>(dstc + n * g.ds0 + y * g.ds2 + x * g.ds3, o);
+  }
+}
+
+constexpr int64_t kI32Max = std::numeric_limits<int>::max();
+
+// Residue tables of one dimension (stride s, dilation d, kernel K); false if s > kGS.
+bool fill_gather_dim(int64_t s, int64_t d, int64_t K, int* k0, int* off, int* J, int& ks, int& dl) {
+  if (s < 1 || s > kGS || d < 1 || K < 1 || K > kI32Max / 2 || d > kI32Max / (2 * K)) return false;
+  const int64_t gg = std::gcd(s, d);
+  ks = static_cast<int>(s / gg);
+  dl = static_cast<int>(d / gg);
+  for (int r = 0; r < kGS; ++r) k0[r] = off[r] = J[r] = 0;
+  for (int64_t r = 0; r < s; ++r) {
+    for (int64_t k = 0; k < ks; ++k) {
+      if ((k * d) % s == r) {
+        if (k < K) {
+          k0[r] = static_cast<int>(k);
+          off[r] = static_cast<int>((k * d - r) / s);  // k*d >= r, exact
+          J[r] = static_cast<int>(ceil_div<int64_t>(K - k, ks));
+        }
+        break;
+      }
+    }
+  }
+  return true;
+}
+
+// Largest element offset reachable through sizes/strides (strides are >= 0 in torch).
+int64_t max_offset(const int64_t* sizes, const int64_t* strides) {
+  int64_t m = 0;
+  for (int i = 0; i < 4; ++i) m += (sizes[i] - 1) * strides[i];
+  return m;
+}
+
+bool plan_gather(const CorrArgs& a, GatherCfg& g) {
+  if (a.bias != nullptr) return false;
+  if (!fill_gather_dim(a.sh, a.dh, a.KH, g.tab[0], g.tab[1], g.tab[2], g.ksh, g.dlh)) return false;
+  if (!fill_gather_dim(a.sw, a.dw, a.KW, g.tab[3], g.tab[4], g.tab[5], g.ksw, g.dlw)) return false;
+  const int64_t ssz[4] = {a.N, a.C_src, a.H_src, a.W_src};
+  const int64_t dsz[4] = {a.N, a.C_dst, a.H_dst, a.W_dst};
+  for (int i = 0; i < 4; ++i) {
+    if (ssz[i] < 1 || dsz[i] < 1 || ssz[i] >= kI32Max || dsz[i] >= kI32Max) return false;
+    if (a.ss[i] < 0 || a.ds[i] < 0 || a.ss[i] >= kI32Max || a.ds[i] >= kI32Max) return false;
+  }
+  if (max_offset(ssz, a.ss) >= kI32Max || max_offset(dsz, a.ds) >= kI32Max) return false;
+  if (a.C_src * a.KH * a.KW >= kI32Max) return false;
+  if (a.N * a.C_dst * a.H_dst * a.W_dst >= kI32Max / 2) return false;
+  if (a.pt < 0 || a.pl < 0 || a.pt + a.H_dst >= kI32Max / 2 || a.pl + a.W_dst >= kI32Max / 2) return false;
+  if (a.C_src != a.C_dst * a.M) return false;
+  g.sh = static_cast<int>(a.sh); g.sw = static_cast<int>(a.sw);
+  g.pt = static_cast<int>(a.pt); g.pl = static_cast<int>(a.pl);
+  g.H_src = static_cast<int>(a.H_src); g.W_src = static_cast<int>(a.W_src);
+  g.H_dst = static_cast<int>(a.H_dst); g.W_dst = static_cast<int>(a.W_dst);
+  g.KH = static_cast<int>(a.KH); g.KW = static_cast<int>(a.KW);
+  g.M = static_cast<int>(a.M); g.C_dst = static_cast<int>(a.C_dst);
+  g.ss0 = static_cast<int>(a.ss[0]); g.ss1 = static_cast<int>(a.ss[1]);
+  g.ss2 = static_cast<int>(a.ss[2]); g.ss3 = static_cast<int>(a.ss[3]);
+  g.ds0 = static_cast<int>(a.ds[0]); g.ds1 = static_cast<int>(a.ds[1]);
+  g.ds2 = static_cast<int>(a.ds[2]); g.ds3 = static_cast<int>(a.ds[3]);
+  g.HG = g.ngroups = g.npos = g.iters = g.CB = 0;
+  return true;
+}
+
+template <typename T>
+bool try_gather_nchw(const CorrArgs& a, cudaStream_t stream) {
+  GatherCfg g;
+  if (!plan_gather(a, g)) return false;
+  constexpr int RY = 4;
+  g.HG = static_cast<int>(ceil_div<int64_t>(a.H_dst, RY));
+  const int64_t ngroups = a.N * a.C_dst * g.HG;
+  if (ngroups >= kI32Max / 2) return false;
+  g.ngroups = static_cast<int>(ngroups);
+  const int bx = static_cast<int>(std::min<int64_t>(256, ceil_div<int64_t>(a.W_dst, 32) * 32));
+  const int by = 256 / bx;
+  const int64_t gx = ceil_div<int64_t>(ngroups, by);
+  const int64_t gy = ceil_div<int64_t>(a.W_dst, bx);
+  if (gx >= kI32Max || gy > 65535) return false;
+  gather_nchw_kernel<T, RY><<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), dim3(bx, by), 0, stream>>>(a, g);
+  CONVEXT_LAUNCH_CHECK();
+  return true;
+}
+
+template <typename T, int V>
+bool try_gather_nhwc(const CorrArgs& a, cudaStream_t stream) {
+  GatherCfg g;
+  if (a.M != 1 || !plan_gather(a, g)) return false;
+  const int64_t cvec = a.C_dst / V;
+  const int64_t wbytes_per_vec = a.KH * a.KW * V * 4;
+  const int tx = static_cast<int>(std::min<int64_t>({cvec, 32, kMaxSmem / wbytes_per_vec}));
+  if (tx < 1) return false;
+  g.CB = tx * V;
+  const int smem = static_cast<int>(a.KH * a.KW * g.CB * 4);
+  if (smem > kMaxSmem) return false;
+  const int ty = std::max(1, 256 / tx);
+  const int64_t npos = a.N * a.H_dst * a.W_dst;
+  if (npos + int64_t(256) * 64 >= kI32Max / 2) return false;
+  g.npos = static_cast<int>(npos);
+  const int64_t cblocks = ceil_div<int64_t>(a.C_dst, g.CB);
+  if (cblocks > 65535) return false;
+  const int64_t groups = ceil_div<int64_t>(npos, ty);
+  const int64_t target_blocks = 132 * 16;
+  g.iters = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(8, groups * cblocks / target_blocks)));
+  const int64_t gx = ceil_div<int64_t>(groups, g.iters);
+  if (gx >= kI32Max) return false;
+  auto kernel = gather_nhwc_kernel<T, V>;
+  set_smem_limit(kernel, smem);
+  kernel<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(cblocks)), dim3(tx, ty), smem, stream>>>(a, g);
+  CONVEXT_LAUNCH_CHECK();
+  return true;
+}
+
+// channels_last vectors of V channels: M == 1, channel stride 1, other strides multiples
+// of V, C % V == 0, V*sizeof(T)-aligned pointers.
+bool nhwc_vec_ok(const at::Tensor& src, const at::Tensor& dst, const CorrArgs& a, int V) {
+  if (a.M != 1 || a.C_dst % V != 0) return false;
+  if (a.ss[1] != 1 || a.ds[1] != 1) return false;
+  for (int i : {0, 2, 3}) {
+    if (a.ss[i] % V != 0 || a.ds[i] % V != 0) return false;
+  }
+  const int vb = V * static_cast<int>(src.element_size());
+  return is_aligned(src.const_data_ptr(), vb) && is_aligned(dst.const_data_ptr(), vb);
+}
+
+template <typename T>
+bool try_gather_fast(const at::Tensor& src, const at::Tensor& dst, const CorrArgs& a, bool dst_cl,
+                     cudaStream_t stream) {
+  if (dst_cl) {
+    if constexpr (sizeof(T) == 2) {
+      if (nhwc_vec_ok(src, dst, a, 8) && try_gather_nhwc<T, 8>(a, stream)) return true;
+    }
+    if (nhwc_vec_ok(src, dst, a, 4) && try_gather_nhwc<T, 4>(a, stream)) return true;
+  }
+  return try_gather_nchw<T>(a, stream);
+}
+
+// ---------------------------------------------------------------------------
+// NCHW column-strip kernel (fast path, static K in {3,5,7}, S in {1,2}, any dilation, any M,
+// forward and stride-1 grad-input): no shared memory, no barriers. Threads are laid out
+// along dst columns (consecutive threads = consecutive x, wrapping into the next strip /
+// plane, so small planes keep every lane busy and loads stay coalesced); each thread
+// computes RH rows of one column, spaced dh (rows of one residue mod dh), from a register
+// sliding window over input rows; the K column taps come from L1 (neighbouring lanes load
+// the same lines). Weights in registers. 32-bit index math (host checks offsets fit).
+// ---------------------------------------------------------------------------
+struct ColCfg {
+  int Wc, nch;        // columns per chunk (<= 256), chunks per row
+  int spr, spp;       // strips per residue, strips per plane (spr * dh)
+  int nunits;         // planes * spp * nch (< 2^31)
+  int C_dst, M, H_src, W_src, H_dst, W_dst, dh, dw, pt, pl;
+  int ss0, ss1, ss2, ss3, ds0, ds1, ds2, ds3;
+};
+
+// Block size / register cap per K. ptxas hoists every load of the unrolled window (K = 3:
+// ~80 registers, K = 5: ~150, K = 7 (RH 4; RH 2 at S 2): ~200); capping lower spills heavily,
+// so K >= 5 runs uncapped with 128-thread blocks (fewer warps, but (RH-1)*S+K rows x K
+// independent loads in flight per thread).
+template <int K> constexpr int colstrip_threads() { return K <= 3 ? 256 : 128; }
+template <int K> constexpr int colstrip_min_blocks() { return K <= 3 ? 3 : 1; }
+
+template <typename T, int K, int S, int RH>
+__global__ void __launch_bounds__(colstrip_threads<K>(), colstrip_min_blocks<K>())
+colstrip_kernel(const CorrArgs a, const ColCfg g) {
+  constexpr int NR = (RH - 1) * S + K;  // window rows
+  const int L = static_cast<int>(blockIdx.x) * colstrip_threads<K>() + static_cast<int>(threadIdx.x);
+  const int unit = L / g.Wc;
+  if (unit >= g.nunits) return;
+  const int xc = L - unit * g.Wc;
+  int rest = unit, chunk = 0;
+  if (g.nch > 1) {
+    rest = unit / g.nch;
+    chunk = unit - rest * g.nch;
+  }
+  const int x = chunk * g.Wc + xc;
+  if (x >= g.W_dst) return;
+  const int plane = rest / g.spp;
+  const int strip = rest - plane * g.spp;
+  const int sg = strip / g.dh;
+  const int rho = strip - sg * g.dh;
+  const int base = sg * RH * g.dh + rho;  // first dst row; rows base + j*dh
+  if (base >= g.H_dst) return;
+  const int n = plane / g.C_dst;
+  const int cd = plane - n * g.C_dst;
+
+  float acc[RH];
+  {
+    float b0 = 0.f;
+    if (a.bias != nullptr) b0 = to_acc(ldg(static_cast<const T*>(a.bias) + cd));
+#pragma unroll
+    for (int j = 0; j < RH; ++j) acc[j] = b0;
+  }
+  // columns
+  const int ix0 = x * S - g.pl;
+  int coff[K];
+  bool cok[K];
+#pragma unroll
+  for (int kw = 0; kw < K; ++kw) {
+    const int ix = ix0 + kw * g.dw;
+    cok[kw] = static_cast<unsigned>(ix) < static_cast<unsigned>(g.W_src);
+    coff[kw] = ix * g.ss3;
+  }
+  const int ihb = base * S - g.pt;
+  const int R = a.reduce_m ? g.M : 1;
+  for (int r = 0; r < R; ++r) {
+    const int cs = a.reduce_m ? cd * g.M + r : cd / g.M;
+    const int wrow = a.reduce_m ? cd * g.M + r : cd;
+    float w[K][K];
+    {
+      const T* wp = static_cast<const T*>(a.weight) + wrow * (K * K);
+#pragma unroll
+      for (int kh = 0; kh < K; ++kh)
+#pragma unroll
+        for (int kw = 0; kw < K; ++kw) {
+          const int e = a.flip ? (K - 1 - kh) * K + (K - 1 - kw) : kh * K + kw;
+          w[kh][kw] = to_acc(ldg(wp + e));
+        }
+    }
+    const T* sp = static_cast<const T*>(a.src) + n * g.ss0 + cs * g.ss1;
+#pragma unroll
+    for (int t = 0; t < NR; ++t) {
+      const int ih = ihb + t * g.dh;
+      const bool rok = static_cast<unsigned>(ih) < static_cast<unsigned>(g.H_src);
+      const T* rowp = sp + (rok ? ih : 0) * g.ss2;
+      float v[K];
+#pragma unroll
+      for (int kw = 0; kw < K; ++kw) v[kw] = (rok && cok[kw]) ? to_acc(ldg(rowp + coff[kw])) : 0.f;
+#pragma unroll
+      for (int j = 0; j < RH; ++j) {
+        const int kh = t - j * S;
+        if (kh >= 0 && kh < K) {
+#pragma unroll
+          for (int kw = 0; kw < K; ++kw) acc[j] = fmaf(w[kh][kw], v[kw], acc[j]);
+        }
+      }
+    }
+  }
+  T* dp = static_cast<T*>(a.dst) + n * g.ds0 + cd * g.ds1 + x * g.ds3;
+#pragma unroll
+  for (int j = 0; j < RH; ++j) {
+    const int oh = base + j * g.dh;
+    if (oh < g.H_dst) dp[oh * g.ds2] = from_acc<T>(acc[j]);
+  }
+}
+
+template <typename T, int K, int S, int RH>
+bool try_colstrip(const CorrArgs& a, cudaStream_t stream) {
+  if (a.KH != K || a.KW != K || a.sh != S || a.sw != S) return false;
+  const int64_t ssz[4] = {a.N, a.C_src, a.H_src, a.W_src};
+  const int64_t dsz[4] = {a.N, a.C_dst, a.H_dst, a.W_dst};
+  for (int i = 0; i < 4; ++i) {
+    if (ssz[i] < 1 || dsz[i] < 1 || ssz[i] >= kI32Max || dsz[i] >= kI32Max) return false;
+    if (a.ss[i] < 0 || a.ds[i] < 0 || a.ss[i] >= kI32Max || a.ds[i] >= kI32Max) return false;
+  }
+  if (max_offset(ssz, a.ss) >= kI32Max / 2 || max_offset(dsz, a.ds) >= kI32Max / 2) return false;
+  if (a.dh < 1 || a.dw < 1 || a.dh > 64 || a.dw > 64) return false;
+  if (a.pt < -(kI32Max / 8) || a.pt > kI32Max / 8 || a.pl < -(kI32Max / 8) || a.pl > kI32Max / 8) return false;
+  if (a.H_src + a.H_dst * S + 64 * 64 * 8 >= kI32Max / 8 || a.W_src + a.W_dst * S + 64 * 8 >= kI32Max / 8) return false;
+  if (a.C_src * a.KH * a.KW >= kI32Max || a.C_dst * a.M * a.KH * a.KW >= kI32Max) return false;
+  ColCfg g;
+  g.Wc = static_cast<int>(std::min<int64_t>(a.W_dst, 256));
+  g.nch = static_cast<int>(ceil_div<int64_t>(a.W_dst, g.Wc));
+  const int64_t rows_per_res = ceil_div<int64_t>(a.H_dst, a.dh);
+  const int64_t spr = ceil_div<int64_t>(rows_per_res, RH);
+  const int64_t spp = spr * a.dh;
+  const int64_t nunits = a.N * a.C_dst * spp * g.nch;
+  if (nunits * g.Wc >= kI32Max - 512 || spp >= kI32Max) return false;
+  g.spr = static_cast<int>(spr);
+  g.spp = static_cast<int>(spp);
+  g.nunits = static_cast<int>(nunits);
+  g.C_dst = static_cast<int>(a.C_dst); g.M = static_cast<int>(a.M);
+  g.H_src = static_cast<int>(a.H_src); g.W_src = static_cast<int>(a.W_src);
+  g.H_dst = static_cast<int>(a.H_dst); g.W_dst = static_cast<int>(a.W_dst);
+  g.dh = static_cast<int>(a.dh); g.dw = static_cast<int>(a.dw);
+  g.pt = static_cast<int>(a.pt); g.pl = static_cast<int>(a.pl);
+  g.ss0 = static_cast<int>(a.ss[0]); g.ss1 = static_cast<int>(a.ss[1]);
+  g.ss2 = static_cast<int>(a.ss[2]); g.ss3 = static_cast<int>(a.ss[3]);
+  g.ds0 = static_cast<int>(a.ds[0]); g.ds1 = static_cast<int>(a.ds[1]);
+  g.ds2 = static_cast<int>(a.ds[2]); g.ds3 = static_cast<int>(a.ds[3]);
+  constexpr int BT = colstrip_threads<K>();
+  const int64_t blocks = ceil_div<int64_t>(nunits * g.Wc, BT);
+  colstrip_kernel<T, K, S, RH><<<static_cast<unsigned>(blocks), BT, 0, stream>>>(a, g);
+  CONVEXT_LAUNCH_CHECK();
+  return true;
+}
+
+template <typename T>
+bool try_colstrip_any(const CorrArgs& a, cudaStream_t stream) {
+  // fp16 keeps the v1 paths (compile time: fp32 / bf16 are what the suite and models use)
+  if constexpr (std::is_same_v<T, c10::Half>) {
+    return false;
+  } else {
+    if (a.KH != a.KW || a.sh != a.sw) return false;
+    if (a.sh == 1) {
+      if (a.KH == 3) return try_colstrip<T, 3, 1, 4>(a, stream);
+      if (a.KH == 5) return try_colstrip<T, 5, 1, 4>(a, stream);
+      if (a.KH == 7) return try_colstrip<T, 7, 1, 4>(a, stream);
+    } else if (a.sh == 2) {
+      if (a.KH == 3) return try_colstrip<T, 3, 2, 4>(a, stream);
+      if (a.KH == 5) return try_colstrip<T, 5, 2, 4>(a, stream);
+      if (a.KH == 7) return try_colstrip<T, 7, 2, 2>(a, stream);
+    }
+    return false;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// channels_last strip kernel (fast path "nhwc2": M == 1, static K in {3,5,7}, S in {1,2}, any
+// dilation): a thread owns V channels (16-byte vectors: V = 4 fp32, V = 8 fp16/bf16) and CWN
+// dst columns of one row (spaced dw); per kernel row it loads the (CWN-1)*S + K input vectors
+// of its window once (converted to float once) and reuses them from registers; weights of the
+// block's channels in shared memory as [tap][CB] floats; 32-bit index math.
+// ---------------------------------------------------------------------------
+struct Nhwc2Cfg {
+  int CB, iters, spr, nstrips;
+  int C_dst, H_src, W_src, H_dst, W_dst, dh, dw, pt, pl, flip;
+  int ss0, ss2, ss3, ds0, ds2, ds3;
+};
+
+template <typename T, int V, int K, int S, int CWN>
+__global__ void __launch_bounds__(256)
+nhwc2_kernel(const CorrArgs a, const Nhwc2Cfg g) {
+  constexpr int WL = (CWN - 1) * S + K;
+  extern __shared__ float4 smem_f4[];
+  float* wsm = reinterpret_cast<float*>(smem_f4);  // [(kh*K + kw) * CB + cl]
+  const int nthr = blockDim.x * blockDim.y;
+  const int tid = threadIdx.y * blockDim.x + threadIdx.x;
+  const int c0 = static_cast<int>(blockIdx.y) * g.CB;
+  {
+    const T* wp = static_cast<const T*>(a.weight);
+    for (int e = tid; e < K * K * g.CB; e += nthr) {
+      const int tap = e / g.CB;
+      const int cl = e - tap * g.CB;
+      const int ch = c0 + cl;
+      const int tap2 = g.flip ? K * K - 1 - tap : tap;  // (KH-1-kh)*KW + (KW-1-kw)
+      wsm[e] = ch < g.C_dst ? to_acc(ldg(wp + ch * (K * K) + tap2)) : 0.f;
+    }
+  }
+  __syncthreads();
+  const int cl = static_cast<int>(threadIdx.x) * V;
+  const int ch = c0 + cl;
+  if (ch >= g.C_dst) return;  // no barrier below
+  float bias[V];
+#pragma unroll
+  for (int v = 0; v < V; ++v) bias[v] = a.bias != nullptr ? to_acc(ldg(static_cast<const T*>(a.bias) + ch + v)) : 0.f;
+  const T* srcc = static_cast<const T*>(a.src) + ch;
+  T* dstc = static_cast<T*>(a.dst) + ch;
+  const float* wcl = wsm + cl;
+#pragma unroll 1
+  for (int it = 0; it < g.iters; ++it) {
+    const int q = (static_cast<int>(blockIdx.x) * g.iters + it) * static_cast<int>(blockDim.y) +
+                  static_cast<int>(threadIdx.y);
+    if (q >= g.nstrips) break;
+    const int nrow = q / g.spr;
+    const int sidx = q - nrow * g.spr;
+    const int n = nrow / g.H_dst;
+    const int oh = nrow - n * g.H_dst;
+    const int sg = sidx / g.dw;
+    const int owb = sg * CWN * g.dw + (sidx - sg * g.dw);
+    float acc[CWN][V];
+#pragma unroll
+    for (int i = 0; i < CWN; ++i)
+#pragma unroll
+      for (int v = 0; v < V; ++v) acc[i][v] = bias[v];
+    const int iwb = owb * S - g.pl;
+    const T* sp = srcc + n * g.ss0;
+#pragma unroll 1
+    for (int kh = 0; kh < K; ++kh) {
+      const int ih = oh * S - g.pt + kh * g.dh;
+      if (static_cast<unsigned>(ih) >= static_cast<unsigned>(g.H_src)) continue;
+      const T* rowp = sp + ih * g.ss2;
+      float win[WL][V];
+#pragma unroll
+      for (int qq = 0; qq < WL; ++qq) {
+        const int iw = iwb + qq * g.dw;
+        if (static_cast<unsigned>(iw) < static_cast<unsigned>(g.W_src)) {
+          const Vec<T, V> x = load_vec<T, V>(rowp + iw * g.ss3);
+#pragma unroll
+          for (int v = 0; v < V; ++v) win[qq][v] = to_acc(x.v[v]);
+        } else {
+#pragma unroll
+          for (int v = 0; v < V; ++v) win[qq][v] = 0.f;
+        }
+      }
+      const float* wrow = wcl + kh * K * g.CB;
+#pragma unroll
+      for (int kw = 0; kw < K; ++kw) {
+        float wv[V];
+#pragma unroll
+        for (int q4 = 0; q4 < V / 4; ++q4) {
+          const float4 w4 = *reinterpret_cast<const float4*>(wrow + kw * g.CB + 4 * q4);
+          wv[4 * q4 + 0] = w4.x; wv[4 * q4 + 1] = w4.y; wv[4 * q4 + 2] = w4.z; wv[4 * q4 + 3] = w4.w;
+        }
+#pragma unroll
+        for (int i = 0; i < CWN; ++i)
+#pragma unroll
+          for (int v = 0; v < V; ++v) acc[i][v] = fmaf(wv[v], win[i * S + kw][v], acc[i][v]);
+      }
+    }
+    T* drow = dstc + n * g.ds0 + oh * g.ds2;
+#pragma unroll
+    for (int i = 0; i < CWN; ++i) {
+      const int ow = owb + i * g.dw;
+      if (ow < g.W_dst) {
+        Vec<T, V> o;
+#pragma unroll
+        for (int v = 0; v < V; ++v) o.v[v] = from_acc<T>(acc[i][v]);
+        store_vec<T, V>(drow + ow * g.ds3, o);
+      }
+    }
+  }
+}
+
+template <typename T, int V, int K, int S, int CWN>
+bool try_nhwc2(const CorrArgs& a, cudaStream_t stream) {
+  if (a.KH != K || a.KW != K || a.sh != S || a.sw != S || a.M != 1) return false;  // reduce_m with M == 1 is a plain correlation
+  const int64_t ssz[4] = {a.N, a.C_src, a.H_src, a.W_src};
+  const int64_t dsz[4] = {a.N, a.C_dst, a.H_dst, a.W_dst};
+  for (int i = 0; i < 4; ++i) {
+    if (ssz[i] < 1 || dsz[i] < 1 || ssz[i] >= kI32Max || dsz[i] >= kI32Max) return false;
+    if (a.ss[i] < 0 || a.ds[i] < 0 || a.ss[i] >= kI32Max || a.ds[i] >= kI32Max) return false;
+  }
+  if (max_offset(ssz, a.ss) >= kI32Max / 2 || max_offset(dsz, a.ds) >= kI32Max / 2) return false;
+  if (a.dh < 1 || a.dw < 1 || a.dh > 64 || a.dw > 64) return false;
+  if (a.pt < -(kI32Max / 8) || a.pt > kI32Max / 8 || a.pl < -(kI32Max / 8) || a.pl > kI32Max / 8) return false;
+  if (a.H_src + a.H_dst * S + 64 * 8 >= kI32Max / 8 || a.W_src + (a.W_dst + CWN * 64) * S + 64 * 8 >= kI32Max / 8) return false;
+  if (a.C_dst * K * K >= kI32Max) return false;
+  Nhwc2Cfg g;
+  const int64_t cvec = a.C_dst / V;
+  int tx = static_cast<int>(std::min<int64_t>({cvec, 32, kMaxSmem / (K * K * V * 4)}));
+  if (tx < 1) return false;
+  if (cvec > tx) tx = static_cast<int>(ceil_div<int64_t>(cvec, ceil_div<int64_t>(cvec, tx)));
+  g.CB = tx * V;
+  const int smem = K * K * g.CB * 4;
+  if (smem > kMaxSmem) return false;
+  const int ty = std::max(1, 128 / tx);
+  const int64_t spr = ceil_div<int64_t>(a.W_dst, CWN * a.dw) * a.dw;
+  const int64_t nstrips = a.N * a.H_dst * spr;
+  if (nstrips + 1024 * 8 >= kI32Max / 2) return false;
+  const int64_t cblocks = ceil_div<int64_t>(a.C_dst, g.CB);
+  if (cblocks > 65535) return false;
+  const int64_t groups = ceil_div<int64_t>(nstrips, ty);
+  const int64_t target_blocks = 132 * 16;
+  g.iters = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(8, groups * cblocks / target_blocks)));
+  const int64_t gx = ceil_div<int64_t>(groups, g.iters);
+  if (gx >= kI32Max) return false;
+  g.spr = static_cast<int>(spr);
+  g.nstrips = static_cast<int>(nstrips);
+  g.C_dst = static_cast<int>(a.C_dst);
+  g.H_src = static_cast<int>(a.H_src); g.W_src = static_cast<int>(a.W_src);
+  g.H_dst = static_cast<int>(a.H_dst); g.W_dst = static_cast<int>(a.W_dst);
+  g.dh = static_cast<int>(a.dh); g.dw = static_cast<int>(a.dw);
+  g.pt = static_cast<int>(a.pt); g.pl = static_cast<int>(a.pl);
+  g.flip = a.flip ? 1 : 0;
+  g.ss0 = static_cast<int>(a.ss[0]); g.ss2 = static_cast<int>(a.ss[2]); g.ss3 = static_cast<int>(a.ss[3]);
+  g.ds0 = static_cast<int>(a.ds[0]); g.ds2 = static_cast<int>(a.ds[2]); g.ds3 = static_cast<int>(a.ds[3]);
+  auto kernel = nhwc2_kernel<T, V, K, S, CWN>;
+  set_smem_limit(kernel, smem);
+  kernel<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(cblocks)), dim3(tx, ty), smem, stream>>>(a, g);
+  CONVEXT_LAUNCH_CHECK();
+  return true;
+}
+
+// 16-bit types: V = 8 (16-byte vectors) when C % 8 == 0 and aligned; fp32: V = 4.
+template <typename T>
+bool try_nhwc2_any(const at::Tensor& src, const at::Tensor& dst, const CorrArgs& a, cudaStream_t stream) {
+  if constexpr (std::is_same_v<T, c10::Half>) {
+    return false;
+  } else {
+    if (a.KH != a.KW || a.sh != a.sw || a.M != 1) return false;
+    if constexpr (sizeof(T) == 2) {
+      if (!nhwc_vec_ok(src, dst, a, 8)) return false;
+      if (a.sh == 1) {
+        if (a.KH == 3) return try_nhwc2<T, 8, 3, 1, 4>(a, stream);
+        if (a.KH == 5) return try_nhwc2<T, 8, 5, 1, 4>(a, stream);
+        if (a.KH == 7) return try_nhwc2<T, 8, 7, 1, 4>(a, stream);
+      }
+    } else {
+      if (!nhwc_vec_ok(src, dst, a, 4)) return false;
+      if (a.sh == 1) {
+        if (a.KH == 3) return try_nhwc2<T, 4, 3, 1, 8>(a, stream);
+        if (a.KH == 5) return try_nhwc2<T, 4, 5, 1, 8>(a, stream);
+        if (a.KH == 7) return try_nhwc2<T, 4, 7, 1, 8>(a, stream);
+      }
+    }
+    return false;
+  }
+}
+
 template <typename T>
 void run_engine_typed(const at::Tensor& src, const at::Tensor& dst, const CorrArgs& a, cudaStream_t stream) {
   const bool dst_cl = dst.suggest_memory_format() == at::MemoryFormat::ChannelsLast && a.C_dst > 1;
   if constexpr (!std::is_same_v<T, double>) {
+    if (a.gather && fast_path_enabled(kFpGather) && try_gather_fast<T>(src, dst, a, dst_cl, stream)) return;
     if (!a.gather && a.sh == a.sw && (a.sh == 1 || a.sh == 2)) {
       const bool k3 = a.KH == 3 && a.KW == 3, k5 = a.KH == 5 && a.KW == 5, k7 = a.KH == 7 && a.KW == 7;
       if (dst_cl) {
         if (nhwc_vectorizable(src, dst, a)) {
+          if (fast_path_enabled(kFpNhwc2) && try_nhwc2_any<T>(src, dst, a, stream)) return;
           if (a.sh == 1) {
             if (a.KW == 3 && try_nhwc<T, 3, 1, 4>(a, stream)) return;
             if (a.KW == 5 && try_nhwc<T, 5, 1, 8>(a, stream)) return;
@@ -613,6 +1303,7 @@ void run_engine_typed(const at::Tensor& src, const at::Tensor& dst, const CorrAr
           }
         }
       } else {
+        if (fast_path_enabled(kFpColstrip) && try_colstrip_any<T>(a, stream)) return;
         if (a.sh == 1) {
           if (k3 && try_tile<T, 3, 3, 1, 4, 4>(a, stream)) return;
           if (k5 && try_tile<T, 5, 5, 1, 4, 4>(a, stream)) return;

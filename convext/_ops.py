@@ -57,7 +57,7 @@ def torch_depthwise_separable_conv2d(input, dw_weight, pw_weight, dw_bias, pw_bi
 
 # ---------------------------------------------------------------- fake kernels
 def _like(t, shape, memory_format_of):
-    return t.new_empty(shape, memory_format=suggest_memory_format(memory_format_of))
+    return torch.empty(shape, dtype=t.dtype, device=t.device, memory_format=suggest_memory_format(memory_format_of))
 
 
 def _fake_depthwise_conv2d(input, weight, bias, stride, padding, dilation):

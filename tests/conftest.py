@@ -144,7 +144,9 @@ def with_grads(fn, tensors, grad_out_like=None, grad_out=None, seed=1):
     if grad_out is None:
         g = torch.Generator().manual_seed(seed)
         grad_out = torch.randn(out.shape, generator=g, dtype=torch.float64)
-    go = grad_out.to(device=out.device, dtype=out.dtype)
+    go = grad_out
+    if go.device != out.device or go.dtype != out.dtype:
+        go = go.to(device=out.device, dtype=out.dtype)
     live = [t for t in leaves if t is not None]
     grads = torch.autograd.grad(out, live, go, allow_unused=True)
     # an input that did not reach the output (possible only for empty outputs) has grad 0
@@ -287,6 +289,53 @@ def assert_memory_format(out, x, name="output"):
         return
     assert out.is_contiguous(memory_format=fmt), (
         f"{name}: expected {fmt} like the input (input strides {x.stride()}), got strides {out.stride()}")
+
+
+# --------------------------------------------------------------------------- raw ops
+
+
+def convext_op_names():
+    """Base names of every op registered in the convext:: namespace."""
+    names = sorted({n.split("::", 1)[1].split(".")[0] for n in torch._C._dispatch_get_all_op_names()
+                    if n.startswith("convext::")})
+    return names
+
+
+def op_samples(name, device="cpu"):
+    """Sample (args) lists for a raw op, float64, tiny, covering asymmetric padding."""
+    base = name[len("triton_"):] if name.startswith("triton_") else name
+    g = torch.Generator().manual_seed(7)
+
+    def r(*shape, grad=False):
+        return torch.randn(*shape, generator=g, dtype=torch.float64).to(device).requires_grad_(grad)
+
+    N, C, H, W, M, kh, kw = 2, 3, 7, 6, 2, 3, 2
+    stride, padding, dilation = [2, 1], [1, 0, 0, 1], [1, 2]
+    Ho = conv_out_size(H, kh, stride[0], padding[0], padding[1], dilation[0])
+    Wo = conv_out_size(W, kw, stride[1], padding[2], padding[3], dilation[1])
+    Cout = 5
+    acts = [("relu", "none"), ("none", "gelu"), ("silu", "relu6")]
+    if base == "depthwise_conv2d":
+        return [[r(N, C, H, W, grad=True), r(C * M, 1, kh, kw, grad=True), r(C * M, grad=True), stride, padding, dilation],
+                [r(N, C, H, W, grad=True).contiguous(memory_format=torch.channels_last),
+                 r(C * M, 1, kh, kw, grad=True), None, stride, padding, dilation]]
+    if base == "depthwise_conv2d_backward_input":
+        return [[r(N, C * M, Ho, Wo), r(C * M, 1, kh, kw), [N, C, H, W], stride, padding, dilation]]
+    if base == "depthwise_conv2d_backward_weight":
+        return [[r(N, C * M, Ho, Wo), r(N, C, H, W), [kh, kw], stride, padding, dilation, True],
+                [r(N, C * M, Ho, Wo), r(N, C, H, W), [kh, kw], stride, padding, dilation, False]]
+    if base == "depthwise_separable_conv2d":
+        return [[r(N, C, H, W, grad=True), r(C * M, 1, kh, kw, grad=True), r(Cout, C * M, 1, 1, grad=True),
+                 r(C * M, grad=True), r(Cout, grad=True), stride, padding, dilation, *a] for a in acts[:2]] + [
+                [r(N, C, H, W, grad=True), r(C * M, 1, kh, kw, grad=True), r(Cout, C * M, 1, 1, grad=True),
+                 None, None, stride, padding, dilation, *acts[2]]]
+    if base == "depthwise_separable_conv2d_backward":
+        return [[r(N, Cout, Ho, Wo), r(N, C, H, W), r(C * M, 1, kh, kw), r(Cout, C * M, 1, 1), r(C * M), r(Cout),
+                 stride, padding, dilation, *acts[0], [True] * 5],
+                [r(N, Cout, Ho, Wo), r(N, C, H, W), r(C * M, 1, kh, kw), r(Cout, C * M, 1, 1), None, None,
+                 stride, padding, dilation, *acts[2], [True, False, True, False, False]]]
+    return None
+
 
 
 # --------------------------------------------------------------------------- misc

@@ -1,0 +1,123 @@
+"""Benchmark of convext.depthwise_conv2d against torch.nn.functional.conv2d(groups=C).
+
+    python -m bench.depthwise_conv2d [--quick] [--device cpu|cuda] [--dtype fp32,bf16]
+                                     [--layout nchw,channels_last] [--mode fwd,bwd,fwd+bwd]
+
+Bytes (an ideal kernel's traffic): fwd = input + output; bwd = grad_output + input +
+grad_input; fwd+bwd = the sum. Weights are negligible and not counted.
+FLOPs: fwd = 2*N*C_out*H_out*W_out*kH*kW; bwd = twice that (grad input + grad weight).
+"""
+from __future__ import annotations
+
+from typing import List, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from . import harness
+from .harness import Case, Provider
+
+# name: (N, C, H=W, k (int or (kH, kW)), stride, dilation)
+GPU_SUITE = {
+    "mbv2": (64, 144, 56, 3, 1, 1),
+    "mbv2-s2": (64, 96, 112, 3, 2, 1),
+    "mbv2-small": (64, 384, 14, 3, 1, 1),
+    "effnet": (64, 240, 28, 5, 1, 1),
+    "convnext": (64, 96, 56, 7, 1, 1),
+    "convnext-deep": (64, 384, 14, 7, 1, 1),
+    "deeplab": (16, 480, 33, 3, 1, 2),
+    "deeplab-wide": (16, 960, 33, 5, 1, 4),
+    "hdc": (32, 256, 64, 3, 1, 3),
+    "large13": (32, 512, 14, 13, 1, 1),
+    "replk31": (16, 128, 56, 31, 1, 1),
+    "band": (64, 96, 56, (1, 11), 1, 1),
+}
+GPU_QUICK = ("mbv2", "convnext", "deeplab")
+
+CPU_SUITE = {
+    "cpu-mbv2": (8, 32, 56, 3, 1, 1),
+    "cpu-effnet": (8, 64, 28, 5, 1, 1),
+    "cpu-deeplab": (4, 32, 33, 3, 1, 2),
+    "cpu-convnext": (8, 96, 56, 7, 1, 1),
+}
+CPU_QUICK = ("cpu-mbv2", "cpu-deeplab")
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def make_case(name: str, N: int, C: int, HW: int, k, stride: int, dilation: int) -> Case:
+    kh, kw = _pair(k)
+    padding = (dilation * (kh // 2), dilation * (kw // 2))  # "same"-like
+    ho = (HW + 2 * padding[0] - dilation * (kh - 1) - 1) // stride + 1
+    wo = (HW + 2 * padding[1] - dilation * (kw - 1) - 1) // stride + 1
+    n_in, n_out = N * C * HW * HW, N * C * ho * wo
+
+    def make(dtype, layout, device):
+        g = torch.Generator(device="cpu").manual_seed(0)
+        x = torch.randn(N, C, HW, HW, generator=g, dtype=torch.float32).to(device=device, dtype=dtype)
+        w = (torch.randn(C, 1, kh, kw, generator=g) / (kh * kw) ** 0.5).to(device=device, dtype=dtype)
+        b = torch.randn(C, generator=g).to(device=device, dtype=dtype)
+        return [harness.to_layout(x, layout), w, b], dict(stride=stride, padding=padding, dilation=dilation)
+
+    def flops(mode):
+        fwd = 2.0 * n_out * kh * kw
+        return {"fwd": fwd, "bwd": 2 * fwd, "fwd+bwd": 3 * fwd}[mode]
+
+    def nbytes(mode, elem):
+        fwd = (n_in + n_out) * elem
+        bwd = (n_out + n_in + n_in) * elem
+        return {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd + bwd}[mode]
+
+    k_desc = f"k{kh}" if kh == kw else f"k{kh}x{kw}"
+    return Case(name, f"{N}x{C}x{HW}x{HW} {k_desc} s{stride} d{dilation}", make, flops, nbytes)
+
+
+def cases_for(device: str, quick: bool) -> List[Case]:
+    if torch.device(device).type == "cuda":
+        suite = {k: v for k, v in GPU_SUITE.items() if not quick or k in GPU_QUICK}
+    else:
+        suite = {k: v for k, v in CPU_SUITE.items() if not quick or k in CPU_QUICK}
+    return [make_case(name, *spec) for name, spec in suite.items()]
+
+
+def _torch_run(inputs, kw):
+    x, w, b = inputs
+    return F.conv2d(x, w, b, kw["stride"], kw["padding"], kw["dilation"], groups=x.shape[1])
+
+
+def _convext_run(backend):
+    import convext
+
+    def run(inputs, kw):
+        x, w, b = inputs
+        return convext.depthwise_conv2d(x, w, b, kw["stride"], kw["padding"], kw["dilation"], backend=backend)
+    return run
+
+
+def providers_for(device: str, names: Sequence[str] = None) -> List[Provider]:
+    provs = [Provider(harness.TORCH_PROVIDER, _torch_run)]
+    provs += harness.convext_providers(device, _convext_run)
+    return harness.filter_providers(provs, names)
+
+
+def main(argv=None, quick=None):
+    p = harness.make_parser(__doc__.splitlines()[0])
+    args = p.parse_args(argv)
+    if quick is not None:
+        args.quick = args.quick or quick
+    harness.validate(args)
+    device = args.device or harness.default_device()
+    on_gpu = device == "cuda"
+    dtypes = args.dtype or (["bf16"] if on_gpu and args.quick else ["fp32", "bf16"] if on_gpu else ["fp32"])
+    layouts = args.layout or (["channels_last"] if args.quick and on_gpu else list(harness.LAYOUTS))
+    modes = args.mode or (["fwd", "fwd+bwd"] if args.quick else list(harness.MODES))
+    cases = harness.select_cases(cases_for(device, args.quick and not args.shapes), args.shapes)
+    return harness.run_benchmark("depthwise_conv2d", cases, providers_for(device, args.providers), dtypes,
+                                 layouts, modes, device, quick=args.quick, measure_memory=False,
+                                 csv_path=args.csv, plot=not args.no_plot, progress=not args.no_progress)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,335 @@
+"""convext.depthwise_separable_conv2d: every backend of every device through one
+parametrization, against the float64 composite (dw conv -> act -> 1x1 conv -> act),
+outputs and the gradients of all five tensors."""
+import itertools
+import random
+
+import pytest
+import torch
+
+import convext
+from conftest import (
+    ACTIVATIONS, CPU_BACKENDS, HAS_CUDA, LAYOUTS, TRITON_INTERPRETED, assert_matches,
+    assert_memory_format, conv_out_size, convext_op_names, device_backend_params, interpreted,
+    make_inputs, op_samples, poisoned_like_view, to_layout, torch_separable, with_grads,
+)
+
+DEVICE_BACKENDS = device_backend_params()
+
+
+def make_separable(N, C, H, W, k, M, Cout, dw_bias, pw_bias, dtype=torch.float32, device="cpu"):
+    x, dw_w, dw_b = make_inputs(N, C, H, W, k, M, dw_bias, dtype, device)
+    pw_w = torch.randn(Cout, C * M, 1, 1, dtype=dtype, device=device) / (C * M) ** 0.5
+    pw_b = torch.randn(Cout, dtype=dtype, device=device) if pw_bias else None
+    return x, dw_w, pw_w, dw_b, pw_b
+
+
+def run_and_check(device, backend, tensors, stride, padding, dilation, acts=(None, None),
+                  grad_layout=None, check_torch_dtype=True):
+    x = tensors[0]
+    a1, a2 = acts
+
+    def ours(x_, dw_w, pw_w, dw_b, pw_b):
+        return convext.depthwise_separable_conv2d(
+            x_, dw_w, pw_w, dw_b, pw_b, stride, padding, dilation, backend=backend,
+            depthwise_activation=a1, pointwise_activation=a2)
+
+    def theirs(x_, dw_w, pw_w, dw_b, pw_b):
+        return torch_separable(x_, dw_w, pw_w, dw_b, pw_b, stride, padding, dilation, a1, a2)
+
+    ref, ref_grads, go = with_grads(theirs, [t if t is None else t.double() for t in tensors])
+    go = go.to(device=device, dtype=x.dtype)
+    if grad_layout is not None and go.dim() == 4:
+        go = to_layout(go, grad_layout)
+    out, grads, _ = with_grads(ours, list(tensors), grad_out=go)
+    assert out.dtype == x.dtype and out.device == x.device
+    assert_memory_format(out, x)
+    torch_out, torch_grads = None, [None] * 5
+    if x.dtype != torch.float64 and check_torch_dtype:
+        torch_out, torch_grads, _ = with_grads(theirs, list(tensors), grad_out=go)
+    assert_matches(out, ref, torch_out, name="output")
+    names = ("grad_input", "grad_depthwise_weight", "grad_pointwise_weight",
+             "grad_depthwise_bias", "grad_pointwise_bias")
+    for name, g, rg, tg in zip(names, grads, ref_grads, torch_grads):
+        if rg is None:
+            assert g is None
+            continue
+        assert g.dtype == x.dtype, f"{name}: dtype {g.dtype}"
+        assert_matches(g, rg, tg, dtype=x.dtype, name=name)
+    return out, grads
+
+
+# --------------------------------------------------------------------------- the grid
+
+# (id, N, C, H, W, kernel, stride, padding, dilation, M, Cout, dw_bias, pw_bias, also_interpreted)
+GRID = [
+    ("k3", 2, 4, 9, 10, 3, 1, 1, 1, 1, 6, True, True, True),
+    ("k1", 2, 4, 9, 10, 1, 1, 0, 1, 1, 5, True, True, False),
+    ("k5-s2", 2, 4, 9, 10, 5, 2, 2, 1, 1, 3, True, True, True),
+    ("k7", 2, 3, 9, 10, 7, 1, 3, 1, 1, 8, True, False, False),
+    ("k1x7", 1, 3, 8, 10, (1, 7), 1, (0, 3), 1, 1, 4, False, True, False),
+    ("k3x1-s3", 2, 3, 9, 10, (3, 1), 3, (1, 0), 1, 1, 4, True, True, False),
+    ("d2", 2, 4, 9, 10, 3, 1, 2, 2, 1, 4, True, True, True),
+    ("d3-s2", 2, 3, 10, 9, 3, 2, 3, 3, 1, 5, False, False, False),
+    ("same-k4-d1", 2, 3, 9, 10, 4, 1, "same", 1, 1, 4, True, True, True),
+    ("same-d2", 2, 3, 9, 10, 3, 1, "same", (2, 1), 1, 4, True, False, False),
+    ("valid", 2, 3, 9, 10, 5, 1, "valid", 1, 1, 4, False, True, False),
+    ("p-tuple", 2, 3, 9, 10, 3, (2, 1), (2, 0), 1, 1, 4, True, True, False),
+    ("M2", 2, 3, 9, 10, 3, 1, 1, 1, 2, 5, True, True, True),
+    ("M3-d2", 1, 2, 9, 10, 5, 1, 4, 2, 3, 7, True, True, False),
+    ("Cout1", 2, 4, 9, 10, 3, 1, 1, 1, 1, 1, True, True, False),
+    ("C1", 2, 1, 9, 10, 3, 1, 1, 1, 1, 3, True, True, False),
+    ("wide-out", 2, 3, 6, 7, 3, 1, 1, 1, 1, 70, True, True, False),  # Cout > any single tile
+    ("wide-in", 1, 67, 6, 7, 3, 1, 1, 1, 1, 9, True, True, False),  # C*M > any single tile
+    ("no-bias", 2, 4, 9, 10, 3, 1, 1, 1, 1, 6, False, False, False),
+]
+
+PAIRS = list(itertools.product(ACTIVATIONS, ACTIVATIONS))
+# every activation in each position at least once, for the slow interpreter
+INTERPRETED_PAIRS = [(None, "relu"), ("relu", "relu6"), ("relu6", "silu"), ("silu", "gelu"), ("gelu", None)]
+
+
+def _grid_params():
+    params = []
+    for case in GRID:
+        for p in DEVICE_BACKENDS:
+            device, backend = p.values
+            if interpreted(device, backend) and not case[-1]:
+                continue
+            params.append(pytest.param(device, backend, case, id=f"{p.id}-{case[0]}", marks=p.marks))
+    return params
+
+
+@pytest.mark.parametrize("device,backend,case", _grid_params())
+def test_grid(device, backend, case):
+    _, N, C, H, W, k, s, p, d, M, Cout, dwb, pwb, _ = case
+    if interpreted(device, backend):  # the Triton interpreter's cost grows with every dimension
+        N, C, Cout = min(N, 1), min(C, 2), min(Cout, 3)
+    t = make_separable(N, C, H, W, k, M, Cout, dwb, pwb, torch.float32, device)
+    run_and_check(device, backend, t, s, p, d)
+
+
+def _act_params():
+    params = []
+    for p in DEVICE_BACKENDS:
+        device, backend = p.values
+        for a1, a2 in (INTERPRETED_PAIRS if interpreted(device, backend) else PAIRS):
+            params.append(pytest.param(device, backend, (a1, a2), id=f"{p.id}-{a1}-{a2}", marks=p.marks))
+    return params
+
+
+@pytest.mark.parametrize("device,backend,acts", _act_params())
+def test_activation_pairs(device, backend, acts):
+    # Scaled so the depthwise output crosses every kink (0 for relu, 6 for relu6).
+    shape = (1, 2, 6, 7, 3, 2, 3) if interpreted(device, backend) else (2, 3, 7, 8, 3, 2, 5)
+    t = list(make_separable(*shape, True, True, torch.float32, device))
+    t[1] = t[1] * 4
+    run_and_check(device, backend, t, 1, 1, 1, acts=acts)
+
+
+@pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_layouts(device, backend, layout):
+    N = 1 if layout == "unbatched" else 2
+    C, H, W, Cout = (2, 5, 6, 3) if interpreted(device, backend) else (8, 13, 17, 12)
+    x, dw_w, pw_w, dw_b, pw_b = make_separable(N, C, H, W, 3, 1, Cout, True, True, torch.float32, device)
+    out, _ = run_and_check(device, backend, (to_layout(x, layout), dw_w, pw_w, dw_b, pw_b), 1, 1, 1,
+                           acts=("relu6", None), grad_layout=None if layout == "unbatched" else layout)
+    assert out.dim() == (3 if layout == "unbatched" else 4)
+
+
+# --------------------------------------------------------------------------- random sweep
+
+
+def _random_case(rng, tiny):
+    while True:
+        layout = rng.choice(LAYOUTS)
+        N = 1 if layout == "unbatched" else rng.choice([0, 1, 2] if tiny else [0, 1, 2, 3])
+        C = rng.randint(1, 3) if tiny else rng.choice([1, 3, 8, 13, 32])
+        Cout = rng.randint(1, 3) if tiny else rng.choice([1, 5, 16, 24, 33])
+        H = rng.randint(1, 8) if tiny else rng.randint(1, 29)
+        W = rng.randint(1, 8) if tiny else rng.randint(1, 37)
+        kh = rng.choice([1, 3, 5, 7])
+        kw = kh if rng.random() < 0.7 else rng.choice([1, 3, 5])
+        M = rng.choice([1, 1, 2])
+        s = rng.choice([1, 1, 2, 3])
+        d = rng.choice([1, 1, 2, 3])
+        kind = rng.choice(["int", "tuple", "same", "valid"])
+        if kind == "same":
+            s, padding, pads = 1, "same", (d * (kh - 1), d * (kw - 1))
+        elif kind == "valid":
+            padding, pads = "valid", (0, 0)
+        elif kind == "int":
+            padding = rng.randint(0, 3)
+            pads = (2 * padding, 2 * padding)
+        else:
+            padding = (rng.randint(0, 3), rng.randint(0, 3))
+            pads = (2 * padding[0], 2 * padding[1])
+        if conv_out_size(H, kh, s, pads[0], 0, d) < 1 or conv_out_size(W, kw, s, pads[1], 0, d) < 1:
+            continue
+        return dict(N=N, C=C, Cout=Cout, H=H, W=W, k=(kh, kw), M=M, stride=s, padding=padding,
+                    dilation=d, dw_bias=rng.random() < 0.6, pw_bias=rng.random() < 0.6, layout=layout,
+                    acts=(rng.choice(ACTIVATIONS), rng.choice(ACTIVATIONS)),
+                    dtype=torch.float32 if tiny else rng.choice([torch.float32, torch.float64]),
+                    strided_weights=rng.random() < 0.3,
+                    grad_layout=rng.choice(["contiguous", "channels_last", "sliced"]))
+
+
+N_RANDOM, N_RANDOM_INTERPRETED = 25, 3
+
+
+def _sweep_params():
+    params = []
+    for p in DEVICE_BACKENDS:
+        device, backend = p.values
+        tiny = interpreted(device, backend)
+        rng = random.Random(4321)
+        for i in range(N_RANDOM_INTERPRETED if tiny else N_RANDOM):
+            params.append(pytest.param(device, backend, _random_case(rng, tiny), id=f"{p.id}-rand{i}",
+                                       marks=p.marks))
+    return params
+
+
+@pytest.mark.parametrize("device,backend,case", _sweep_params())
+def test_random_sweep(device, backend, case):
+    c = case
+    t = list(make_separable(c["N"], c["C"], c["H"], c["W"], c["k"], c["M"], c["Cout"], c["dw_bias"],
+                            c["pw_bias"], c["dtype"], device))
+    t[0] = to_layout(t[0], c["layout"])
+    if c["strided_weights"]:
+        t[1:] = [None if v is None else poisoned_like_view(v) for v in t[1:]]
+    out, _ = run_and_check(device, backend, t, c["stride"], c["padding"], c["dilation"], acts=c["acts"],
+                           grad_layout=c["grad_layout"])
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
+@pytest.mark.parametrize("which", ["depthwise_weight", "pointwise_weight", "depthwise_bias", "pointwise_bias"])
+def test_strided_parameters(device, backend, which):
+    """Each weight / bias as a strided view of a NaN buffer: its strides must be honoured."""
+    shape = (1, 2, 6, 7, 3, 1, 3) if interpreted(device, backend) else (2, 5, 6, 7, 3, 1, 6)
+    t = list(make_separable(*shape, True, True, torch.float32, device))
+    i = ["input", "depthwise_weight", "pointwise_weight", "depthwise_bias", "pointwise_bias"].index(which)
+    t[i] = poisoned_like_view(t[i])
+    run_and_check(device, backend, t, 1, 1, 1, acts=(None, "relu"))
+
+
+@pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
+def test_empty_batch(device, backend):
+    t = make_separable(0, 2, 8, 8, 3, 2, 3, True, True, torch.float32, device)
+    out, grads = run_and_check(device, backend, t, 2, 1, 1, acts=("relu", "silu"))
+    assert out.shape == (0, 3, 4, 4)
+    assert all(torch.count_nonzero(g) == 0 for g in grads[1:])
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_auto_backend(device):
+    t = make_separable(2, 16, 20, 21, 3, 1, 24, True, True, torch.float32, device)
+    run_and_check(device, "auto", t, 1, 1, 1, acts=("relu6", None))
+    t = make_separable(1, 8, 15, 15, 5, 2, 4, False, True, torch.float32, device)
+    run_and_check(device, "auto", (to_layout(t[0], "channels_last"),) + tuple(t[1:]), 2, 4, 2)
+
+
+# --------------------------------------------------------------------------- autograd checks
+
+
+@pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
+@pytest.mark.parametrize("acts", [(None, None), ("silu", "gelu")], ids=["plain", "silu-gelu"])
+def test_gradcheck(device, backend, acts):
+    t = make_separable(1, 2, 5, 6, (3, 2), 2, 3, True, True, torch.float64, device)
+    t = [v.requires_grad_(True) for v in t]
+
+    def fn(*a):
+        return convext.depthwise_separable_conv2d(
+            *a, (2, 1), (1, 0), (1, 2), backend=backend,
+            depthwise_activation=acts[0], pointwise_activation=acts[1])
+
+    assert torch.autograd.gradcheck(fn, tuple(t), fast_mode=interpreted(device, backend) or backend == "torch",
+                                    check_batched_grad=False)
+
+
+def test_expected_ops_registered():
+    names = convext_op_names()
+    for op in ("depthwise_separable_conv2d", "depthwise_separable_conv2d_backward"):
+        assert op in names, f"convext::{op} not registered (have {names})"
+
+
+def _opcheck_params():
+    return [pytest.param(n, id=n, marks=[pytest.mark.slow_interpreter] if n.startswith("triton_") else [])
+            for n in convext_op_names() if n.removeprefix("triton_").startswith("depthwise_separable")]
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("name", _opcheck_params())
+def test_opcheck(name, device):
+    """torch.library.opcheck (schema, fake kernel, autograd registration, AOT dispatch), float64."""
+    if device == "cpu" and name.startswith("triton_") and not (TRITON_INTERPRETED and "triton" in CPU_BACKENDS):
+        pytest.skip("triton ops need TRITON_INTERPRET=1 for CPU tensors")
+    if device == "cuda" and name.startswith("triton_") and "triton" not in convext.backends("cuda"):
+        pytest.skip("triton backend not available on cuda")
+    if device == "cuda" and not name.startswith("triton_") and "cuda" not in convext.backends("cuda"):
+        pytest.skip("extension built without CUDA kernels")
+    samples = op_samples(name, device)
+    if samples is None:
+        pytest.skip(f"no sample inputs written for convext::{name}")
+    op = getattr(torch.ops.convext, name)
+    if name.startswith("triton_") and device == "cpu":
+        samples = samples[:1]  # the interpreter is slow; the first sample covers the geometry
+    for args in samples:
+        torch.library.opcheck(op, args)
+
+
+# --------------------------------------------------------------------------- GPU only
+
+LOWP = [torch.float32, torch.bfloat16, torch.float16]
+LOWP_SHAPES = [  # (N, C, H, W, k, stride, padding, dilation, M, Cout)
+    (4, 64, 28, 28, 3, 1, 1, 1, 1, 96),
+    (2, 144, 28, 28, 3, 2, 1, 1, 1, 24),
+    (2, 96, 33, 33, 3, 1, 6, 6, 1, 128),
+    (2, 40, 20, 20, 5, 1, 2, 1, 2, 40),
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["cuda", "triton", "torch"])
+@pytest.mark.parametrize("dtype", LOWP, ids=str)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("acts", [(None, None), ("relu6", None), ("silu", "gelu")], ids=str)
+@pytest.mark.parametrize("shape", LOWP_SHAPES, ids=lambda s: "x".join(map(str, s[:4])) + f"-k{s[4]}-o{s[9]}")
+def test_low_precision_gpu(backend, dtype, layout, acts, shape):
+    if backend not in convext.backends("cuda"):
+        pytest.skip(f"{backend} not available on cuda")
+    N, C, H, W, k, s, p, d, M, Cout = shape
+    t = list(make_separable(N, C, H, W, k, M, Cout, True, True, dtype, "cuda"))
+    t[0] = to_layout(t[0], layout)
+    run_and_check("cuda", backend, t, s, p, d, acts=acts)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", LOWP, ids=str)
+def test_cuda_deterministic(dtype):
+    if "cuda" not in convext.backends("cuda"):
+        pytest.skip("cuda backend not built")
+    t = make_separable(8, 64, 56, 56, 3, 1, 96, True, True, dtype, "cuda")
+    go = torch.randn(8, 96, 56, 56, device="cuda", dtype=dtype)
+    runs = []
+    for _ in range(2):
+        out, grads, _ = with_grads(
+            lambda *a: convext.depthwise_separable_conv2d(*a, 1, 1, backend="cuda", depthwise_activation="relu6"),
+            list(t), grad_out=go)
+        runs.append([out] + grads)
+    for i, (a, b) in enumerate(zip(runs[0], runs[1])):
+        assert torch.equal(a, b), f"tensor {i} differs between two identical runs"
+
+
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
+def test_low_precision_cpu(backend):
+    if backend not in CPU_BACKENDS:
+        pytest.skip(f"{backend} not available")
+    t = make_separable(2, 16, 11, 13, 3, 1, 12, True, True, torch.bfloat16)
+    run_and_check("cpu", backend, t, 1, 1, 1, acts=("relu", None))
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU visible")
+def test_gpu_backends_listed():
+    assert "torch" in convext.backends("cuda")

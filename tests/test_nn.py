@@ -1,0 +1,252 @@
+"""convext.nn layers: torch.nn drop-ins (construction, state_dict, forward == torch,
+padding modes, torch.compile)."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import convext
+from conftest import (
+    ACTIVATIONS, CPU_BACKENDS, activation_fn, assert_matches, device_backend_params, interpreted,
+)
+
+DEVICE_BACKENDS = device_backend_params()
+
+
+def with_configs(configs, ids):
+    """(device, backend, config) params; the interpreted Triton backend gets the first config only."""
+    params = []
+    for p in DEVICE_BACKENDS:
+        device, backend = p.values
+        for i, (cfg, cid) in enumerate(zip(configs, ids)):
+            if interpreted(device, backend) and i > 0:
+                continue
+            params.append(pytest.param(device, backend, cfg, id=f"{p.id}-{cid}", marks=p.marks))
+    return params
+
+
+def _compare_modules(ours, theirs, x, name="output"):
+    """ours(x) vs theirs(x) and the grads of x and every parameter (matched by name)."""
+    xs = x.detach().requires_grad_(True)
+    out = ours(xs)
+    ref = theirs(xs)
+    ref64 = theirs.double()(xs.detach().double()) if x.dtype != torch.float64 else None
+    theirs.to(x.dtype)
+    assert out.shape == ref.shape and out.dtype == ref.dtype
+    if ref64 is not None:
+        assert_matches(out, ref64, ref, name=name)
+    else:
+        assert_matches(out, ref, name=name)
+    g = torch.randn_like(ref)
+    (out * g).sum().backward()
+    ours_grads = {n: p.grad for n, p in ours.named_parameters()}
+    gx = xs.grad.clone()
+    xs.grad = None
+    (ref * g).sum().backward()
+    ref_grads = {n: p.grad for n, p in theirs.named_parameters()}
+    assert set(ours_grads) == set(ref_grads)
+    torch.testing.assert_close(gx, xs.grad, rtol=1e-4, atol=1e-5)
+    for n in ref_grads:
+        torch.testing.assert_close(ours_grads[n], ref_grads[n], rtol=1e-4, atol=1e-4, msg=lambda m: f"{n}: {m}")
+
+
+# --------------------------------------------------------------------------- DepthwiseConv2d
+
+
+def test_depthwise_conv2d_is_conv2d():
+    m = convext.nn.DepthwiseConv2d(8, 3, stride=2, padding=1, dilation=1, bias=True, depth_multiplier=2)
+    assert isinstance(m, nn.Conv2d)
+    assert m.in_channels == 8 and m.out_channels == 16 and m.groups == 8
+    assert m.kernel_size == (3, 3) and m.stride == (2, 2) and m.padding == (1, 1) and m.dilation == (1, 1)
+    assert m.padding_mode == "zeros"
+    sd = m.state_dict()
+    assert list(sd) == ["weight", "bias"]
+    assert sd["weight"].shape == (16, 1, 3, 3) and sd["bias"].shape == (16,)
+    ref = nn.Conv2d(8, 16, 3, stride=2, padding=1, groups=8)
+    assert {k: v.shape for k, v in ref.state_dict().items()} == {k: v.shape for k, v in sd.items()}
+
+
+def test_depthwise_conv2d_no_bias_device_dtype():
+    m = convext.nn.DepthwiseConv2d(4, (1, 7), padding=(0, 3), bias=False, dtype=torch.float64, device="cpu")
+    assert m.bias is None and list(m.state_dict()) == ["weight"]
+    assert m.weight.dtype == torch.float64 and m.weight.shape == (4, 1, 1, 7)
+
+
+def test_depthwise_conv2d_same_init_distribution_as_torch():
+    """Same reset_parameters as nn.Conv2d: bounds follow fan_in = k*k (not C*k*k)."""
+    torch.manual_seed(0)
+    m = convext.nn.DepthwiseConv2d(256, 5, depth_multiplier=2)
+    bound = 1 / 25 ** 0.5
+    assert m.weight.abs().max() <= bound and m.weight.abs().max() > 0.9 * bound
+    assert m.bias.abs().max() <= bound
+
+
+@pytest.mark.parametrize("device,backend,cfg", with_configs([
+    dict(k=5, stride=2, padding=2, dilation=1, M=2),
+    dict(k=3, stride=1, padding=1, dilation=1, M=1),
+    dict(k=3, stride=1, padding="same", dilation=2, M=1),
+    dict(k=(1, 7), stride=1, padding="valid", dilation=1, M=3),
+], ["k5s2M2", "k3", "same-d2", "valid-1x7-M3"]))
+def test_depthwise_conv2d_loads_torch_state_dict(device, backend, cfg):
+    C = 2 if interpreted(device, backend) else 12
+    ref = nn.Conv2d(C, C * cfg["M"], cfg["k"], cfg["stride"], cfg["padding"], cfg["dilation"], groups=C,
+                    device=device)
+    m = convext.nn.DepthwiseConv2d(C, cfg["k"], cfg["stride"], cfg["padding"], cfg["dilation"],
+                                   depth_multiplier=cfg["M"], device=device, backend=backend)
+    m.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(1 if interpreted(device, backend) else 2, C, 9, 10, device=device)
+    _compare_modules(m, ref, x)
+
+
+_MODES = [(m, p) for p in [(2, 1), 1, "same"] for m in ["reflect", "circular", "replicate"]]
+
+
+@pytest.mark.parametrize("device,backend,mode_padding", with_configs(_MODES, [f"{m}-{p}" for m, p in _MODES]))
+def test_depthwise_conv2d_padding_modes(device, backend, mode_padding):
+    padding_mode, padding = mode_padding
+    C, N = (2, 1) if interpreted(device, backend) else (3, 2)
+    ref = nn.Conv2d(C, C * 2, 3, padding=padding, groups=C, padding_mode=padding_mode, device=device,
+                    dilation=2 if padding == "same" else 1)
+    m = convext.nn.DepthwiseConv2d(C, 3, padding=padding, depth_multiplier=2, padding_mode=padding_mode,
+                                   device=device, backend=backend, dilation=2 if padding == "same" else 1)
+    m.load_state_dict(ref.state_dict())
+    assert m.padding_mode == padding_mode
+    _compare_modules(m, ref, torch.randn(N, C, 8, 9, device=device))
+
+
+def test_depthwise_conv2d_unbatched_and_train_eval():
+    m = convext.nn.DepthwiseConv2d(4, 3, padding=1)
+    ref = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+    ref.load_state_dict(m.state_dict())
+    x = torch.randn(4, 6, 7)
+    m.eval()
+    with torch.no_grad():
+        assert_matches(m(x), ref.double()(x.double()), ref.float()(x))
+
+
+# --------------------------------------------------------------------------- DepthwiseSeparableConv2d
+
+
+class HandWrittenSeparable(nn.Module):
+    """The module people write by hand; its state_dict must load into DepthwiseSeparableConv2d."""
+
+    def __init__(self, cin, cout, k, stride=1, padding=0, dilation=1, bias=True, act1=None, act2=None):
+        super().__init__()
+        self.depthwise = nn.Conv2d(cin, cin, k, stride, padding, dilation, groups=cin, bias=bias)
+        self.pointwise = nn.Conv2d(cin, cout, 1, bias=bias)
+        self.act1, self.act2 = activation_fn(act1), activation_fn(act2)
+
+    def forward(self, x):
+        return self.act2(self.pointwise(self.act1(self.depthwise(x))))
+
+
+def test_separable_construction():
+    m = convext.nn.DepthwiseSeparableConv2d(8, 16, 3, stride=2, padding=1, dilation=1, bias=True)
+    assert isinstance(m, nn.Module)
+    assert isinstance(m.depthwise, nn.Conv2d) and isinstance(m.pointwise, nn.Conv2d)
+    assert m.depthwise.groups == 8 and m.depthwise.weight.shape == (8, 1, 3, 3)
+    assert m.depthwise.stride == (2, 2) and m.depthwise.padding == (1, 1)
+    assert m.pointwise.weight.shape == (16, 8, 1, 1) and m.pointwise.groups == 1
+    sd = m.state_dict()
+    assert set(sd) == {"depthwise.weight", "depthwise.bias", "pointwise.weight", "pointwise.bias"}
+    assert sd["depthwise.bias"].shape == (8,) and sd["pointwise.bias"].shape == (16,)
+    m2 = convext.nn.DepthwiseSeparableConv2d(4, 6, 5, depth_multiplier=2, bias=False, dtype=torch.float64)
+    assert set(m2.state_dict()) == {"depthwise.weight", "pointwise.weight"}
+    assert m2.depthwise.weight.shape == (8, 1, 5, 5) and m2.pointwise.weight.shape == (6, 8, 1, 1)
+    assert m2.pointwise.weight.dtype == torch.float64
+
+
+_ACTS = [("silu", "gelu"), (None, None), ("relu6", None), ("gelu", "relu")]
+
+
+@pytest.mark.parametrize("device,backend,acts", with_configs(_ACTS, [f"{a}-{b}" for a, b in _ACTS]))
+def test_separable_loads_handwritten_state_dict(device, backend, acts):
+    cin, cout = (2, 3) if interpreted(device, backend) else (12, 20)
+    ref = HandWrittenSeparable(cin, cout, 3, stride=2, padding=1, act1=acts[0], act2=acts[1]).to(device)
+    m = convext.nn.DepthwiseSeparableConv2d(cin, cout, 3, stride=2, padding=1, device=device, backend=backend,
+                                            depthwise_activation=acts[0], pointwise_activation=acts[1])
+    m.load_state_dict(ref.state_dict(), strict=True)
+    _compare_modules(m, ref, torch.randn(1 if interpreted(device, backend) else 2, cin, 9, 8, device=device))
+
+
+def test_separable_all_activations_accepted():
+    for a1 in ACTIVATIONS:
+        for a2 in ACTIVATIONS:
+            convext.nn.DepthwiseSeparableConv2d(2, 3, 3, depthwise_activation=a1, pointwise_activation=a2)
+
+
+def test_separable_dilated_multiplier_matches_torch():
+    m = convext.nn.DepthwiseSeparableConv2d(6, 10, 3, padding=2, dilation=2, depth_multiplier=2,
+                                            depthwise_activation="relu")
+    dw = nn.Conv2d(6, 12, 3, padding=2, dilation=2, groups=6)
+    pw = nn.Conv2d(12, 10, 1)
+    dw.load_state_dict(m.depthwise.state_dict())
+    pw.load_state_dict(m.pointwise.state_dict())
+    ref = nn.Sequential(dw, nn.ReLU(), pw)
+    x = torch.randn(2, 6, 11, 13)
+    with torch.no_grad():
+        assert_matches(m(x), ref.double()(x.double()), ref.float()(x))
+
+
+# --------------------------------------------------------------------------- torch.compile
+
+
+class SmallNet(nn.Module):
+    """Both layers, an activation between them: few inductor kernels (cold compiles are slow)."""
+
+    def __init__(self, backend):
+        super().__init__()
+        self.dw = convext.nn.DepthwiseConv2d(4, 3, padding=1, depth_multiplier=2, backend=backend)
+        self.sep = convext.nn.DepthwiseSeparableConv2d(8, 6, 3, stride=2, padding=2, dilation=2, backend=backend,
+                                                       depthwise_activation="relu6")
+
+    def forward(self, x):
+        return self.sep(F.relu6(self.dw(x)) * 2)
+
+
+def _is_toolchain_error(e):
+    text = f"{type(e).__name__}: {e}"
+    return any(s in text for s in ("CppCompileError", "C++ compiler", "InvalidCxxCompiler", "No such file or "
+                                   "directory: 'g++'", "cl.exe"))
+
+
+_COMPILE_PARAMS = [pytest.param("cpu", b, id=f"cpu-{b}") for b in ("cpu", "torch")] + [
+    pytest.param("cuda", b, id=f"cuda-{b}", marks=pytest.mark.gpu) for b in ("cuda", "triton", "torch")]
+
+
+@pytest.mark.parametrize("device,backend", _COMPILE_PARAMS)
+def test_torch_compile_fullgraph(device, backend):
+    """fullgraph=True: no graph breaks through the public ops (fake kernels, autograd)."""
+    if device == "cpu" and backend not in CPU_BACKENDS:
+        pytest.fail(f"backend {backend!r} missing on CPU (convext.backends('cpu') = {CPU_BACKENDS})")
+    if device == "cuda" and backend not in convext.backends("cuda"):
+        pytest.skip(f"{backend} not available on cuda")
+    torch._dynamo.reset()
+    model = SmallNet(backend).to(device)
+    x = torch.randn(2, 4, 11, 12, device=device)
+    compiled = torch.compile(model, fullgraph=True)
+    go = None
+
+    def step(fn):
+        nonlocal go
+        model.zero_grad(set_to_none=True)
+        xs = x.detach().requires_grad_(True)
+        out = fn(xs)
+        go = torch.randn_like(out) if go is None else go
+        out.backward(go)
+        return out.detach(), xs.grad, {n: p.grad for n, p in model.named_parameters()}
+
+    try:
+        out, gx, gp = step(model)
+        try:
+            cout, cgx, cgp = step(compiled)
+        except Exception as e:
+            if _is_toolchain_error(e):
+                pytest.skip(f"torch.compile cannot build kernels on this machine: {type(e).__name__}")
+            raise
+        torch.testing.assert_close(cout, out, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(cgx, gx, rtol=1e-5, atol=1e-5)
+        for n in gp:
+            torch.testing.assert_close(cgp[n], gp[n], rtol=1e-5, atol=1e-5, msg=lambda m: f"{n}: {m}")
+    finally:
+        torch._dynamo.reset()

@@ -43,6 +43,8 @@ __all__ = [
 ]
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+# CONVEXT_TRITON_AUTOTUNE=0: take the first config instead of benchmarking them all (tests).
+_NO_AUTOTUNE = os.environ.get("CONVEXT_TRITON_AUTOTUNE", "1") == "0"
 _I32_LIMIT = 2**31 - 1
 # Grad-weight: number of programs aimed at (independent of the device, so that the
 # chunking, hence the rounding of the result, depends only on the shapes).
@@ -612,7 +614,7 @@ def _tuner(kernel, key, configs_fn, cls):
     t = _TUNERS.get(k)
     if t is None:
         configs = configs_fn(*cls)
-        if _INTERPRET:
+        if _INTERPRET or _NO_AUTOTUNE:
             configs = configs[:1]
         t = triton.autotune(configs=configs, key=key)(kernel)
         _TUNERS[k] = t

@@ -33,6 +33,8 @@ from torch.library import triton_op, wrap_triton
 __all__ = ["depthwise_separable_conv2d", "depthwise_separable_conv2d_backward"]
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+# CONVEXT_TRITON_AUTOTUNE=0: take the first fitting config instead of benchmarking them all (tests).
+_NO_AUTOTUNE = os.environ.get("CONVEXT_TRITON_AUTOTUNE", "1") == "0"
 
 _ACTS = {"none": 0, "relu": 1, "relu6": 2, "silu": 3, "gelu": 4}
 
@@ -88,7 +90,8 @@ def _prune(configs, named_args, **kwargs):
         return configs
     max_co, max_k = max(32, _next_pow2(cout)), max(32, _next_pow2(cm))
     kept = [c for c in configs if c.kwargs["BLOCK_CO"] <= max_co and c.kwargs["BLOCK_K"] <= max_k]
-    return kept or [min(configs, key=lambda c: c.kwargs["BLOCK_CO"] * c.kwargs["BLOCK_K"])]
+    kept = kept or [min(configs, key=lambda c: c.kwargs["BLOCK_CO"] * c.kwargs["BLOCK_K"])]
+    return kept[:1] if _NO_AUTOTUNE else kept
 
 
 _KEY = ["CM", "COUT", "HWO", "M", "KH", "KW", "SH", "SW", "DH", "DW", "ACT1", "ACT2", "DOT_MODE"]

@@ -42,17 +42,25 @@ def apply_activation(x, name: str):
     raise ValueError(f"convext: unknown activation {name!r}")
 
 
+def _in_format_of(out, input):
+    # cuDNN may answer a channels_last input in NCHW; API.md promises the input's format.
+    fmt = suggest_memory_format(input)
+    return out if out.is_contiguous(memory_format=fmt) else out.contiguous(memory_format=fmt)
+
+
 def torch_depthwise_conv2d(input, weight, bias, stride, padding, dilation):
     top, bottom, left, right = padding
     if top == bottom and left == right:
-        return F.conv2d(input, weight, bias, stride, (top, left), dilation, input.shape[1])
-    return F.conv2d(F.pad(input, (left, right, top, bottom)), weight, bias, stride, 0, dilation, input.shape[1])
+        out = F.conv2d(input, weight, bias, stride, (top, left), dilation, input.shape[1])
+    else:
+        out = F.conv2d(F.pad(input, (left, right, top, bottom)), weight, bias, stride, 0, dilation, input.shape[1])
+    return _in_format_of(out, input)
 
 
 def torch_depthwise_separable_conv2d(input, dw_weight, pw_weight, dw_bias, pw_bias, stride, padding,
                                      dilation, dw_act, pw_act):
     mid = apply_activation(torch_depthwise_conv2d(input, dw_weight, dw_bias, stride, padding, dilation), dw_act)
-    return apply_activation(F.conv2d(mid, pw_weight, pw_bias), pw_act)
+    return _in_format_of(apply_activation(F.conv2d(mid, pw_weight, pw_bias), pw_act), input)
 
 
 # ---------------------------------------------------------------- fake kernels

@@ -23,6 +23,7 @@ float64 takes an elementwise-product reduction path instead of tl.dot.
 
 import importlib
 import os
+from typing import List, Optional, Tuple
 
 import torch
 import triton
@@ -482,9 +483,12 @@ def _pointwise_pre(input, depthwise_weight, pointwise_weight, depthwise_bias, po
     "Tensor? depthwise_bias, Tensor? pointwise_bias, int[2] stride, int[4] padding, "
     "int[2] dilation, str depthwise_activation, str pointwise_activation) -> Tensor",
 )
-def _triton_depthwise_separable_conv2d(input, depthwise_weight, pointwise_weight, depthwise_bias,
-                                       pointwise_bias, stride, padding, dilation,
-                                       depthwise_activation, pointwise_activation):
+def _triton_depthwise_separable_conv2d(input: torch.Tensor, depthwise_weight: torch.Tensor,
+                                       pointwise_weight: torch.Tensor, depthwise_bias: Optional[torch.Tensor],
+                                       pointwise_bias: Optional[torch.Tensor], stride: List[int],
+                                       padding: List[int], dilation: List[int], depthwise_activation: str,
+                                       pointwise_activation: str) -> torch.Tensor:
+    # (annotations too: torch 2.11's triton_op infers the schema from them)
     act1, act2 = _act_code(depthwise_activation), _act_code(pointwise_activation)
     gm = _geometry(input, depthwise_weight, pointwise_weight, stride, padding, dilation)
     y = _empty_like_input(input, (gm["N"], gm["COUT"], gm["HO"], gm["WO"]))
@@ -515,10 +519,12 @@ def _n_splits(input, gm, n_tiles):
     "int[2] dilation, str depthwise_activation, str pointwise_activation, bool[5] output_mask) "
     "-> (Tensor, Tensor, Tensor, Tensor, Tensor)",
 )
-def _triton_depthwise_separable_conv2d_backward(grad_output, input, depthwise_weight,
-                                                pointwise_weight, depthwise_bias, pointwise_bias,
-                                                stride, padding, dilation, depthwise_activation,
-                                                pointwise_activation, output_mask):
+def _triton_depthwise_separable_conv2d_backward(
+        grad_output: torch.Tensor, input: torch.Tensor, depthwise_weight: torch.Tensor,
+        pointwise_weight: torch.Tensor, depthwise_bias: Optional[torch.Tensor],
+        pointwise_bias: Optional[torch.Tensor], stride: List[int], padding: List[int], dilation: List[int],
+        depthwise_activation: str, pointwise_activation: str, output_mask: List[bool]
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     act1, act2 = _act_code(depthwise_activation), _act_code(pointwise_activation)
     gm = _geometry(input, depthwise_weight, pointwise_weight, stride, padding, dilation)
     m_in, m_dww, m_pww, m_dwb, m_pwb = (bool(m) for m in output_mask)

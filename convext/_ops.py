@@ -106,53 +106,6 @@ def _dense(grad, like):
     return grad.contiguous(memory_format=suggest_memory_format(like))
 
 
-_SPAN_LIMIT = 2**31 - 1
-
-
-def _span(t):
-    """Elements between the first and last element a view can address (its 32-bit index need)."""
-    return 1 + sum((size - 1) * stride for size, stride in zip(t.shape, t.stride())) if t.numel() else 0
-
-
-def _backward_weight_split(backward_weight, grad, input, kernel_size, stride, padding, dilation, compute_bias):
-    """grad-weight on pieces that each span < 2^31 elements.
-
-    The CUDA grad-weight kernels gave a wrong result on a 2.4e9-element input (H100, see
-    docs/perf/NOTES.md) while every smaller case is right; a depthwise grad-weight splits exactly
-    over channels, and over the batch as a sum, so huge tensors run as pieces of a proven size.
-    """
-    if max(_span(grad), _span(input)) <= _SPAN_LIMIT:
-        return backward_weight(grad, input, kernel_size, stride, padding, dilation, compute_bias)
-    n, c = input.shape[0], input.shape[1]
-    mult = grad.shape[1] // c
-    n_step, c_step = n, c
-    while True:
-        piece_in, piece_go = input[:n_step, :c_step], grad[:n_step, :c_step * mult]
-        if max(_span(piece_in), _span(piece_go)) <= _SPAN_LIMIT or (n_step == 1 and c_step == 1):
-            break
-        if c_step > 1:
-            c_step = (c_step + 1) // 2
-        else:
-            n_step = (n_step + 1) // 2
-    acc = torch.float64 if input.dtype == torch.float64 else torch.float32
-    weights, biases = [], []
-    for c0 in range(0, c, c_step):
-        c1 = min(c, c0 + c_step)
-        acc_w = acc_b = None
-        for n0 in range(0, n, n_step):  # fixed order: deterministic
-            n1 = min(n, n0 + n_step)
-            gw, gb = backward_weight(grad[n0:n1, c0 * mult:c1 * mult], input[n0:n1, c0:c1], kernel_size, stride,
-                                     padding, dilation, compute_bias)
-            acc_w = gw.to(acc) if acc_w is None else acc_w + gw.to(acc)
-            if compute_bias:
-                acc_b = gb.to(acc) if acc_b is None else acc_b + gb.to(acc)
-        weights.append(acc_w.to(input.dtype))
-        if compute_bias:
-            biases.append(acc_b.to(input.dtype))
-    grad_bias = torch.cat(biases) if compute_bias else input.new_empty((0,))
-    return torch.cat(weights), grad_bias
-
-
 def _make_depthwise_autograd(prefix):
     backward_input = getattr(torch.ops.convext, prefix + "depthwise_conv2d_backward_input")
     backward_weight = getattr(torch.ops.convext, prefix + "depthwise_conv2d_backward_weight")
@@ -175,8 +128,8 @@ def _make_depthwise_autograd(prefix):
         if need_input:
             grad_input = backward_input(grad, weight, list(input.shape), stride, padding, dilation)
         if need_weight or need_bias:
-            gw, gb = _backward_weight_split(backward_weight, grad, input, list(weight.shape[2:]), stride, padding,
-                                            dilation, bool(need_bias and bias is not None))
+            gw, gb = backward_weight(grad, input, list(weight.shape[2:]), stride, padding, dilation,
+                                     bool(need_bias and bias is not None))
             grad_weight = gw if need_weight else None
             grad_bias = gb if need_bias and bias is not None else None
         return grad_input, grad_weight, grad_bias, None, None, None

@@ -402,27 +402,11 @@ def test_more_than_2pow31_elements(backend):
         gos = torch.full_like(ref, go_value)
         refx = F.conv_transpose2d(gos, ws.float(), None, 1, 1)
         assert_matches(gx[:, c:c + 1], refx, refx.half(), dtype=torch.float16, name=f"grad_input[channel {c}]")
-        refw = torch.nn.grad.conv2d_weight(xs.float(), (1, 1, 3, 3), gos, 1, 1)
+        # float64: an fp32 reference stalls at 1024 summing 2.7e8 terms below 2^-14 (seen on an H100)
+        refw = torch.nn.grad.conv2d_weight(xs.double(), (1, 1, 3, 3), gos.double(), 1, 1)
         del gos, ref, refx
-        rel_w = ((gw[c:c + 1].float() - refw).abs().max() / refw.abs().max()).item()
+        rel_w = ((gw[c:c + 1].double() - refw).abs().max() / refw.abs().max()).item()
         assert rel_w < 5e-3, f"grad_weight[channel {c}]: relative error {rel_w:.2e}"
         ref_gb = N * H * W * go_value
         assert abs(gb[c].float().item() - ref_gb) <= 2e-3 * ref_gb, f"grad_bias[channel {c}]: {gb[c].item()}"
 
-
-@pytest.mark.parametrize("mult", [1, 3])
-def test_backward_weight_split_over_huge_spans(monkeypatch, mult):
-    """Tensors spanning >= 2^31 elements get grad-weight in pieces (channels x batch chunks);
-    shrink the limit so the splitting runs on small tensors and compare with float64 torch."""
-    import convext._ops as ops
-    if "cpu" not in convext.backends("cpu"):
-        pytest.skip("compiled CPU backend not built")
-    monkeypatch.setattr(ops, "_SPAN_LIMIT", 300)
-    x = torch.randn(3, 4, 9, 8, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(4 * mult, 1, 3, 3, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(4 * mult, dtype=torch.float64, requires_grad=True)
-    go = torch.randn(3, 4 * mult, 9, 8, dtype=torch.float64)
-    got = torch.autograd.grad(convext.depthwise_conv2d(x, w, b, 1, 1, backend="cpu"), (w, b), go)
-    ref = torch.autograd.grad(F.conv2d(x, w, b, 1, 1, groups=4), (w, b), go)
-    for g, r in zip(got, ref):
-        torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-12)

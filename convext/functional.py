@@ -13,7 +13,7 @@ def _dense_params(*tensors):
 
 
 def _run_depthwise_conv2d(x, weight, bias, g: _geometry.ConvGeometry, backend: str):
-    name = _backend.resolve(backend, x, "depthwise_conv2d")
+    name = _backend.resolve(backend, x, "depthwise_conv2d", g.kernel_size, g.dilation)
     if name == "torch":
         return _ops.torch_depthwise_conv2d(x, weight, bias, g.stride, g.padding, g.dilation)
     weight, bias = _dense_params(weight, bias)
@@ -42,7 +42,7 @@ def depthwise_separable_conv2d(input, depthwise_weight, pointwise_weight, depthw
     dw_act = _geometry.check_activation(depthwise_activation, "depthwise_activation")
     pw_act = _geometry.check_activation(pointwise_activation, "pointwise_activation")
     x = input.unsqueeze(0) if g.unbatched else input
-    name = _backend.resolve(backend, x, "depthwise_separable_conv2d")
+    name = _backend.resolve(backend, x, "depthwise_separable_conv2d", g.kernel_size, g.dilation)
     args = (x, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias)
     if name != "torch":
         args = (x,) + _dense_params(*args[1:])

@@ -355,3 +355,21 @@ def make_inputs(N, C, H, W, kernel, M=1, bias=True, dtype=torch.float32, device=
     w = torch.randn(C * M, 1, kh, kw, dtype=dtype, device=device) * (scale / math.sqrt(kh * kw))
     b = torch.randn(C * M, dtype=dtype, device=device) if bias else None
     return x, w, b
+
+
+def run_opcheck(name, device):
+    """torch.library.opcheck on every sample of convext::<name>, skipping what this machine lacks."""
+    if device == "cpu" and name.startswith("triton_") and not (TRITON_INTERPRETED and "triton" in CPU_BACKENDS):
+        pytest.skip("triton ops need TRITON_INTERPRET=1 for CPU tensors")
+    if device == "cuda" and name.startswith("triton_") and "triton" not in convext.backends("cuda"):
+        pytest.skip("triton backend not available on cuda")
+    if device == "cuda" and not name.startswith("triton_") and "cuda" not in convext.backends("cuda"):
+        pytest.skip("extension built without CUDA kernels")
+    samples = op_samples(name, device)
+    if samples is None:
+        pytest.skip(f"no sample inputs written for convext::{name}")
+    op = getattr(torch.ops.convext, name)
+    if name.startswith("triton_") and device == "cpu":
+        samples = samples[:1]  # the interpreter is slow; the first sample covers the geometry
+    for args in samples:
+        torch.library.opcheck(op, args)

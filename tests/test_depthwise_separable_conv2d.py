@@ -9,6 +9,7 @@ import torch
 
 import convext
 from conftest import (
+    run_opcheck,
     ACTIVATIONS, CPU_BACKENDS, HAS_CUDA, LAYOUTS, TRITON_INTERPRETED, assert_matches,
     assert_memory_format, conv_out_size, convext_op_names, device_backend_params, interpreted,
     make_inputs, op_samples, poisoned_like_view, to_layout, torch_separable, with_grads,
@@ -263,20 +264,7 @@ def _opcheck_params():
 @pytest.mark.parametrize("name", _opcheck_params())
 def test_opcheck(name, device):
     """torch.library.opcheck (schema, fake kernel, autograd registration, AOT dispatch), float64."""
-    if device == "cpu" and name.startswith("triton_") and not (TRITON_INTERPRETED and "triton" in CPU_BACKENDS):
-        pytest.skip("triton ops need TRITON_INTERPRET=1 for CPU tensors")
-    if device == "cuda" and name.startswith("triton_") and "triton" not in convext.backends("cuda"):
-        pytest.skip("triton backend not available on cuda")
-    if device == "cuda" and not name.startswith("triton_") and "cuda" not in convext.backends("cuda"):
-        pytest.skip("extension built without CUDA kernels")
-    samples = op_samples(name, device)
-    if samples is None:
-        pytest.skip(f"no sample inputs written for convext::{name}")
-    op = getattr(torch.ops.convext, name)
-    if name.startswith("triton_") and device == "cpu":
-        samples = samples[:1]  # the interpreter is slow; the first sample covers the geometry
-    for args in samples:
-        torch.library.opcheck(op, args)
+    run_opcheck(name, device)
 
 
 # --------------------------------------------------------------------------- GPU only

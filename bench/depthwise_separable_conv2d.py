@@ -94,20 +94,8 @@ def providers_for(device: str, names: Sequence[str] = None) -> List[Provider]:
 
 
 def main(argv=None, quick=None):
-    p = harness.make_parser(__doc__.splitlines()[0])
-    args = p.parse_args(argv)
-    if quick is not None:
-        args.quick = args.quick or quick
-    harness.validate(args)
-    device = args.device or harness.default_device()
-    on_gpu = device == "cuda"
-    dtypes = args.dtype or (["bf16"] if on_gpu and args.quick else ["fp32", "bf16"] if on_gpu else ["fp32"])
-    layouts = args.layout or (["channels_last"] if args.quick and on_gpu else list(harness.LAYOUTS))
-    modes = args.mode or (["fwd", "fwd+bwd"] if args.quick else list(harness.MODES))
-    cases = harness.select_cases(cases_for(device, args.quick and not args.shapes), args.shapes)
-    return harness.run_benchmark("depthwise_separable_conv2d", cases, providers_for(device, args.providers),
-                                 dtypes, layouts, modes, device, quick=args.quick, measure_memory=True,
-                                 csv_path=args.csv, plot=not args.no_plot, progress=not args.no_progress)
+    return harness.main("depthwise_separable_conv2d", __doc__.splitlines()[0], cases_for, providers_for, measure_memory=True,
+                        argv=argv, quick=quick)
 
 
 if __name__ == "__main__":

@@ -426,3 +426,21 @@ def wall_clock(fn, *a, **kw):
 
 __all__ = ["Case", "Provider", "run_benchmark", "make_parser", "validate", "select_cases", "filter_providers",
            "convext_providers", "default_device", "to_layout", "DTYPES", "LAYOUTS", "MODES", "wall_clock"]
+
+
+def main(op_name, description, cases_for, providers_for, *, measure_memory, argv=None, quick=None):
+    """The command line shared by every op's benchmark (bench/<op>.py)."""
+    p = make_parser(description)
+    args = p.parse_args(argv)
+    if quick is not None:
+        args.quick = args.quick or quick
+    validate(args)
+    device = args.device or default_device()
+    on_gpu = device == "cuda"
+    dtypes = args.dtype or (["bf16"] if on_gpu and args.quick else ["fp32", "bf16"] if on_gpu else ["fp32"])
+    layouts = args.layout or (["channels_last"] if args.quick and on_gpu else list(LAYOUTS))
+    modes = args.mode or (["fwd", "fwd+bwd"] if args.quick else list(MODES))
+    cases = select_cases(cases_for(device, args.quick and not args.shapes), args.shapes)
+    return run_benchmark(op_name, cases, providers_for(device, args.providers), dtypes, layouts, modes, device,
+                         quick=args.quick, measure_memory=measure_memory, csv_path=args.csv,
+                         plot=not args.no_plot, progress=not args.no_progress)

@@ -250,3 +250,25 @@ def test_torch_compile_fullgraph(device, backend):
             torch.testing.assert_close(cgp[n], gp[n], rtol=1e-5, atol=1e-5, msg=lambda m: f"{n}: {m}")
     finally:
         torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
+def test_torch_export(backend):
+    """torch.export traces the layers (through the fake kernels) and the exported program computes
+    the same function."""
+    if backend not in convext.backends("cpu"):
+        pytest.skip(f"{backend} not available")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        convext.nn.DepthwiseConv2d(6, 3, padding=1, depth_multiplier=2, backend=backend),
+        torch.nn.ReLU(),
+        convext.nn.DepthwiseSeparableConv2d(12, 5, 3, padding=2, dilation=2, backend=backend,
+                                            depthwise_activation="relu6"),
+    ).eval()
+    x = torch.randn(2, 6, 11, 9)
+    exported = torch.export.export(model, (x,))
+    ops = {str(n.target) for n in exported.graph.nodes if n.op == "call_function"}
+    if backend == "cpu":
+        assert any("convext." in o for o in ops), ops
+    x2 = torch.randn(2, 6, 11, 9)
+    torch.testing.assert_close(exported.module()(x2), model(x2), rtol=1e-5, atol=1e-5)

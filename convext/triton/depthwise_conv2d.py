@@ -53,6 +53,107 @@ _MAX_TAP_BLOCK = 64
 
 
 # ----------------------------------------------------------------------------------------------
+# Shared helpers (inlined by Triton)
+# ----------------------------------------------------------------------------------------------
+@triton.jit
+def _nchw_tile(pid, C, H_t, W_t, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+               INT64: tl.constexpr):
+    """Program id -> (n, c, rows, cols) of a [BLOCK_H, BLOCK_W] tile of one of N * C planes
+    of H_t x W_t (tiles of a plane row-major)."""
+    tiles_w = tl.cdiv(W_t, BLOCK_W)
+    tiles = tl.cdiv(H_t, BLOCK_H) * tiles_w
+    plane = pid // tiles
+    t = pid - plane * tiles
+    th = t // tiles_w
+    tw = t - th * tiles_w
+    n = plane // C
+    c = plane - n * C
+    rows = th * BLOCK_H + tl.arange(0, BLOCK_H)
+    cols = tw * BLOCK_W + tl.arange(0, BLOCK_W)
+    if INT64:
+        rows = rows.to(tl.int64)
+        cols = cols.to(tl.int64)
+    return n, c, rows, cols
+
+
+@triton.jit
+def _nhwc_tile(pid, C, H_t, W_t, TILE_H: tl.constexpr, TILE_W: tl.constexpr,
+               BLOCK_C: tl.constexpr, INT64: tl.constexpr):
+    """Program id (channel block fastest, then pixel tile, then image) -> (n, rows, cols,
+    channels, channel mask) of a [TILE_H * TILE_W, BLOCK_C] tile."""
+    n_cb = tl.cdiv(C, BLOCK_C)
+    tiles_w = tl.cdiv(W_t, TILE_W)
+    tiles = tl.cdiv(H_t, TILE_H) * tiles_w
+    cb = pid % n_cb
+    r = pid // n_cb
+    t = r % tiles
+    n = r // tiles
+    th = t // tiles_w
+    tw = t - th * tiles_w
+    p = tl.arange(0, TILE_H * TILE_W)
+    rows = th * TILE_H + p // TILE_W
+    cols = tw * TILE_W + p % TILE_W
+    if INT64:
+        rows = rows.to(tl.int64)
+        cols = cols.to(tl.int64)
+    ch = cb * BLOCK_C + tl.arange(0, BLOCK_C)
+    return n, rows, cols, ch, ch < C
+
+
+@triton.jit
+def _zeros_2d(D0: tl.constexpr, D1: tl.constexpr, ACC_F64: tl.constexpr):
+    if ACC_F64:
+        acc = tl.zeros([D0, D1], dtype=tl.float64)
+    else:
+        acc = tl.zeros([D0, D1], dtype=tl.float32)
+    return acc
+
+
+@triton.jit
+def _zeros_1d(D0: tl.constexpr, ACC_F64: tl.constexpr):
+    if ACC_F64:
+        acc = tl.zeros([D0], dtype=tl.float64)
+    else:
+        acc = tl.zeros([D0], dtype=tl.float32)
+    return acc
+
+
+@triton.jit
+def _store_nchw_tile(base, acc, rows, cols, H_t, W_t, s_h, s_w):
+    m = (rows < H_t)[:, None] & (cols < W_t)[None, :]
+    tl.store(base + rows[:, None] * s_h + cols[None, :] * s_w,
+             acc.to(base.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _store_nhwc_tile(base, acc, rows, cols, H_t, W_t, s_h, s_w, ch, s_c, c_ok):
+    pm = (rows < H_t) & (cols < W_t)
+    tl.store(base + (rows * s_h + cols * s_w)[:, None] + (ch * s_c)[None, :],
+             acc.to(base.dtype.element_ty), mask=pm[:, None] & c_ok[None, :])
+
+
+@triton.jit
+def _gather_index(nx, S: tl.constexpr, LIM):
+    """Output index o with nx == o * S (grad-input gather) and its validity mask."""
+    if S == 1:
+        o = nx
+        ok = (nx >= 0) & (o < LIM)
+    else:
+        o = nx // S
+        ok = (nx >= 0) & (nx - o * S == 0) & (o < LIM)
+    return o, ok
+
+
+@triton.jit
+def _gw_taps(t0, KH: tl.constexpr, KW: tl.constexpr, TAP_BLOCK: tl.constexpr):
+    tap = t0 + tl.arange(0, TAP_BLOCK)
+    t_ok = tap < KH * KW
+    kh = tap // KW
+    kw = tap - kh * KW
+    return tap, t_ok, kh, kw
+
+
+# ----------------------------------------------------------------------------------------------
 # Forward, NCHW (any strides; used when the output is not channels_last)
 # ----------------------------------------------------------------------------------------------
 @triton.jit
@@ -68,6 +169,14 @@ def _fwd_nchw_row(acc, x_row_ptr, ih_ok, iw0, W, sxw, w_row_ptr,
 
 
 @triton.jit
+def _fwd_nchw_kh(acc, x_base, ih0, iw0, H, W, sxh, sxw, w_base, kh,
+                 KW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr):
+    ih = ih0 + kh * DH
+    return _fwd_nchw_row(acc, x_base + ih[:, None] * sxh, (ih >= 0) & (ih < H), iw0, W, sxw,
+                         w_base + kh * KW, KW, DW)
+
+
+@triton.jit
 def _dw_fwd_nchw_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr,
     C_out, M, H, W, H_out, W_out,
@@ -79,49 +188,25 @@ def _dw_fwd_nchw_kernel(
     HAS_BIAS: tl.constexpr, ACC_F64: tl.constexpr, INT64: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    tiles_w = tl.cdiv(W_out, BLOCK_W)
-    tiles = tl.cdiv(H_out, BLOCK_H) * tiles_w
-    plane = pid // tiles
-    t = pid - plane * tiles
-    th = t // tiles_w
-    tw = t - th * tiles_w
-    n = plane // C_out
-    oc = plane - n * C_out
+    n, oc, oh, ow = _nchw_tile(tl.program_id(0), C_out, H_out, W_out, BLOCK_H, BLOCK_W, INT64)
     ic = oc // M
-
-    oh = th * BLOCK_H + tl.arange(0, BLOCK_H)
-    ow = tw * BLOCK_W + tl.arange(0, BLOCK_W)
-    if INT64:
-        oh = oh.to(tl.int64)
-        ow = ow.to(tl.int64)
     ih0 = oh * SH - pad_t
     iw0 = ow * SW - pad_l
-
-    if ACC_F64:
-        acc = tl.zeros([BLOCK_H, BLOCK_W], dtype=tl.float64)
-    else:
-        acc = tl.zeros([BLOCK_H, BLOCK_W], dtype=tl.float32)
+    acc = _zeros_2d(BLOCK_H, BLOCK_W, ACC_F64)
 
     x_base = x_ptr + n.to(tl.int64) * sxn + ic.to(tl.int64) * sxc
     w_base = w_ptr + oc * (KH * KW)
     if KH * KW <= 64:
         for kh in tl.static_range(KH):
-            ih = ih0 + kh * DH
-            acc = _fwd_nchw_row(acc, x_base + ih[:, None] * sxh, (ih >= 0) & (ih < H), iw0, W,
-                                sxw, w_base + kh * KW, KW, DW)
+            acc = _fwd_nchw_kh(acc, x_base, ih0, iw0, H, W, sxh, sxw, w_base, kh, KW, DH, DW)
     else:
         for kh in range(KH):
-            ih = ih0 + kh * DH
-            acc = _fwd_nchw_row(acc, x_base + ih[:, None] * sxh, (ih >= 0) & (ih < H), iw0, W,
-                                sxw, w_base + kh * KW, KW, DW)
+            acc = _fwd_nchw_kh(acc, x_base, ih0, iw0, H, W, sxh, sxw, w_base, kh, KW, DH, DW)
     if HAS_BIAS:
         acc += tl.load(b_ptr + oc).to(acc.dtype)
 
-    y_base = y_ptr + n.to(tl.int64) * syn + oc.to(tl.int64) * syc
-    m = (oh < H_out)[:, None] & (ow < W_out)[None, :]
-    tl.store(y_base + oh[:, None] * syh + ow[None, :] * syw,
-             acc.to(y_ptr.dtype.element_ty), mask=m)
+    _store_nchw_tile(y_ptr + n.to(tl.int64) * syn + oc.to(tl.int64) * syc, acc, oh, ow,
+                     H_out, W_out, syh, syw)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -141,6 +226,14 @@ def _fwd_nhwc_row(acc, x_base, ih_off, ih_ok, iw0, W, sxw, c_off, c_ok, wt_ptr, 
 
 
 @triton.jit
+def _fwd_nhwc_kh(acc, x_base, ih0, iw0, H, W, sxh, sxw, c_off, c_ok, wt_ptr, oc, C_out, kh,
+                 KW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr):
+    ih = ih0 + kh * DH
+    return _fwd_nhwc_row(acc, x_base, ih * sxh, (ih >= 0) & (ih < H), iw0, W, sxw, c_off, c_ok,
+                         wt_ptr, oc, C_out, kh, KW, DW)
+
+
+@triton.jit
 def _dw_fwd_nhwc_kernel(
     x_ptr, wt_ptr, b_ptr, y_ptr,
     C_out, M, H, W, H_out, W_out,
@@ -152,54 +245,29 @@ def _dw_fwd_nhwc_kernel(
     HAS_BIAS: tl.constexpr, ACC_F64: tl.constexpr, INT64: tl.constexpr,
     TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    n_cb = tl.cdiv(C_out, BLOCK_C)
-    tiles_w = tl.cdiv(W_out, TILE_W)
-    tiles = tl.cdiv(H_out, TILE_H) * tiles_w
-    cb = pid % n_cb
-    r = pid // n_cb
-    t = r % tiles
-    n = r // tiles
-    th = t // tiles_w
-    tw = t - th * tiles_w
-
-    p = tl.arange(0, TILE_H * TILE_W)
-    oh = th * TILE_H + p // TILE_W
-    ow = tw * TILE_W + p % TILE_W
-    if INT64:
-        oh = oh.to(tl.int64)
-        ow = ow.to(tl.int64)
-    oc = cb * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_ok = oc < C_out
+    n, oh, ow, oc, c_ok = _nhwc_tile(tl.program_id(0), C_out, H_out, W_out, TILE_H, TILE_W,
+                                     BLOCK_C, INT64)
     ic = oc // M
     c_off = ic * sxc
     ih0 = oh * SH - pad_t
     iw0 = ow * SW - pad_l
-
-    if ACC_F64:
-        acc = tl.zeros([TILE_H * TILE_W, BLOCK_C], dtype=tl.float64)
-    else:
-        acc = tl.zeros([TILE_H * TILE_W, BLOCK_C], dtype=tl.float32)
+    acc = _zeros_2d(TILE_H * TILE_W, BLOCK_C, ACC_F64)
 
     x_base = x_ptr + n.to(tl.int64) * sxn
     if KH * KW <= 64:
         for kh in tl.static_range(KH):
-            ih = ih0 + kh * DH
-            acc = _fwd_nhwc_row(acc, x_base, ih * sxh, (ih >= 0) & (ih < H), iw0, W, sxw, c_off,
-                                c_ok, wt_ptr, oc, C_out, kh, KW, DW)
+            acc = _fwd_nhwc_kh(acc, x_base, ih0, iw0, H, W, sxh, sxw, c_off, c_ok, wt_ptr, oc,
+                               C_out, kh, KW, DH, DW)
     else:
         for kh in range(KH):
-            ih = ih0 + kh * DH
-            acc = _fwd_nhwc_row(acc, x_base, ih * sxh, (ih >= 0) & (ih < H), iw0, W, sxw, c_off,
-                                c_ok, wt_ptr, oc, C_out, kh, KW, DW)
+            acc = _fwd_nhwc_kh(acc, x_base, ih0, iw0, H, W, sxh, sxw, c_off, c_ok, wt_ptr, oc,
+                               C_out, kh, KW, DH, DW)
     if HAS_BIAS:
         bv = tl.load(b_ptr + oc, mask=c_ok, other=0.0)
         acc += bv.to(acc.dtype)[None, :]
 
-    y_base = y_ptr + n.to(tl.int64) * syn
-    pm = (oh < H_out) & (ow < W_out)
-    tl.store(y_base + (oh * syh + ow * syw)[:, None] + (oc * syc)[None, :],
-             acc.to(y_ptr.dtype.element_ty), mask=pm[:, None] & c_ok[None, :])
+    _store_nhwc_tile(y_ptr + n.to(tl.int64) * syn, acc, oh, ow, H_out, W_out, syh, syw,
+                     oc, syc, c_ok)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -210,13 +278,7 @@ def _dw_fwd_nhwc_kernel(
 def _bwd_in_nchw_row(acc, go_row_ptr, oh_ok, iw_p, W_out, sgw, w_row_ptr,
                      KW: tl.constexpr, SW: tl.constexpr, DW: tl.constexpr):
     for kw in tl.static_range(KW):
-        nw = iw_p - kw * DW
-        if SW == 1:
-            ow = nw
-            ow_ok = (nw >= 0) & (ow < W_out)
-        else:
-            ow = nw // SW
-            ow_ok = (nw >= 0) & (nw - ow * SW == 0) & (ow < W_out)
+        ow, ow_ok = _gather_index(iw_p - kw * DW, SW, W_out)
         m = oh_ok[:, None] & ow_ok[None, :]
         gv = tl.load(go_row_ptr + ow[None, :] * sgw, mask=m, other=0.0)
         wv = tl.load(w_row_ptr + kw)
@@ -228,13 +290,7 @@ def _bwd_in_nchw_row(acc, go_row_ptr, oh_ok, iw_p, W_out, sgw, w_row_ptr,
 def _bwd_in_nchw_kh(acc, go_base, ih_p, iw_p, H_out, W_out, sgh, sgw, w_base, kh,
                     KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr, DH: tl.constexpr,
                     DW: tl.constexpr):
-    nh = ih_p - kh * DH
-    if SH == 1:
-        oh = nh
-        oh_ok = (nh >= 0) & (oh < H_out)
-    else:
-        oh = nh // SH
-        oh_ok = (nh >= 0) & (nh - oh * SH == 0) & (oh < H_out)
+    oh, oh_ok = _gather_index(ih_p - kh * DH, SH, H_out)
     return _bwd_in_nchw_row(acc, go_base + oh[:, None] * sgh, oh_ok, iw_p, W_out, sgw,
                             w_base + kh * KW, KW, SW, DW)
 
@@ -266,28 +322,10 @@ def _dw_bwd_in_nchw_kernel(
     ACC_F64: tl.constexpr, INT64: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    tiles_w = tl.cdiv(W, BLOCK_W)
-    tiles = tl.cdiv(H, BLOCK_H) * tiles_w
-    plane = pid // tiles
-    t = pid - plane * tiles
-    th = t // tiles_w
-    tw = t - th * tiles_w
-    n = plane // C_in
-    ic = plane - n * C_in
-
-    ih = th * BLOCK_H + tl.arange(0, BLOCK_H)
-    iw = tw * BLOCK_W + tl.arange(0, BLOCK_W)
-    if INT64:
-        ih = ih.to(tl.int64)
-        iw = iw.to(tl.int64)
+    n, ic, ih, iw = _nchw_tile(tl.program_id(0), C_in, H, W, BLOCK_H, BLOCK_W, INT64)
     ih_p = ih + pad_t
     iw_p = iw + pad_l
-
-    if ACC_F64:
-        acc = tl.zeros([BLOCK_H, BLOCK_W], dtype=tl.float64)
-    else:
-        acc = tl.zeros([BLOCK_H, BLOCK_W], dtype=tl.float32)
+    acc = _zeros_2d(BLOCK_H, BLOCK_W, ACC_F64)
 
     for mm in range(M):
         oc = ic * M + mm
@@ -295,10 +333,8 @@ def _dw_bwd_in_nchw_kernel(
         acc = _bwd_in_nchw_taps(acc, go_base, ih_p, iw_p, H_out, W_out, sgh, sgw,
                                 w_ptr + oc * (KH * KW), KH, KW, SH, SW, DH, DW)
 
-    gi_base = gi_ptr + n.to(tl.int64) * sin + ic.to(tl.int64) * sic
-    m = (ih < H)[:, None] & (iw < W)[None, :]
-    tl.store(gi_base + ih[:, None] * sih + iw[None, :] * siw,
-             acc.to(gi_ptr.dtype.element_ty), mask=m)
+    _store_nchw_tile(gi_ptr + n.to(tl.int64) * sin + ic.to(tl.int64) * sic, acc, ih, iw,
+                     H, W, sih, siw)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -308,13 +344,7 @@ def _dw_bwd_in_nchw_kernel(
 def _bwd_in_nhwc_row(acc, go_base, oh_off, oh_ok, iw_p, W_out, sgw, c_off, c_ok, wt_ptr, oc,
                      C_out, kh, KW: tl.constexpr, SW: tl.constexpr, DW: tl.constexpr):
     for kw in tl.static_range(KW):
-        nw = iw_p - kw * DW
-        if SW == 1:
-            ow = nw
-            ow_ok = (nw >= 0) & (ow < W_out)
-        else:
-            ow = nw // SW
-            ow_ok = (nw >= 0) & (nw - ow * SW == 0) & (ow < W_out)
+        ow, ow_ok = _gather_index(iw_p - kw * DW, SW, W_out)
         pm = oh_ok & ow_ok
         gv = tl.load(go_base + (oh_off + ow * sgw)[:, None] + c_off[None, :],
                      mask=pm[:, None] & c_ok[None, :], other=0.0)
@@ -327,13 +357,7 @@ def _bwd_in_nhwc_row(acc, go_base, oh_off, oh_ok, iw_p, W_out, sgw, c_off, c_ok,
 def _bwd_in_nhwc_kh(acc, go_base, ih_p, iw_p, H_out, W_out, sgh, sgw, c_off, c_ok, wt_ptr, oc,
                     C_out, kh, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
                     DH: tl.constexpr, DW: tl.constexpr):
-    nh = ih_p - kh * DH
-    if SH == 1:
-        oh = nh
-        oh_ok = (nh >= 0) & (oh < H_out)
-    else:
-        oh = nh // SH
-        oh_ok = (nh >= 0) & (nh - oh * SH == 0) & (oh < H_out)
+    oh, oh_ok = _gather_index(ih_p - kh * DH, SH, H_out)
     return _bwd_in_nhwc_row(acc, go_base, oh * sgh, oh_ok, iw_p, W_out, sgw, c_off, c_ok,
                             wt_ptr, oc, C_out, kh, KW, SW, DW)
 
@@ -365,33 +389,12 @@ def _dw_bwd_in_nhwc_kernel(
     ACC_F64: tl.constexpr, INT64: tl.constexpr,
     TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    n_cb = tl.cdiv(C_in, BLOCK_C)
-    tiles_w = tl.cdiv(W, TILE_W)
-    tiles = tl.cdiv(H, TILE_H) * tiles_w
-    cb = pid % n_cb
-    r = pid // n_cb
-    t = r % tiles
-    n = r // tiles
-    th = t // tiles_w
-    tw = t - th * tiles_w
-
-    p = tl.arange(0, TILE_H * TILE_W)
-    ih = th * TILE_H + p // TILE_W
-    iw = tw * TILE_W + p % TILE_W
-    if INT64:
-        ih = ih.to(tl.int64)
-        iw = iw.to(tl.int64)
-    ic = cb * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_ok = ic < C_in
+    n, ih, iw, ic, c_ok = _nhwc_tile(tl.program_id(0), C_in, H, W, TILE_H, TILE_W, BLOCK_C,
+                                     INT64)
     C_out = C_in * M
     ih_p = ih + pad_t
     iw_p = iw + pad_l
-
-    if ACC_F64:
-        acc = tl.zeros([TILE_H * TILE_W, BLOCK_C], dtype=tl.float64)
-    else:
-        acc = tl.zeros([TILE_H * TILE_W, BLOCK_C], dtype=tl.float32)
+    acc = _zeros_2d(TILE_H * TILE_W, BLOCK_C, ACC_F64)
 
     go_base = go_ptr + n.to(tl.int64) * sgn
     # m = 0 peeled: with M == 1 (specialised) the channel offsets stay provably contiguous and
@@ -404,10 +407,7 @@ def _dw_bwd_in_nhwc_kernel(
         acc = _bwd_in_nhwc_taps(acc, go_base, ih_p, iw_p, H_out, W_out, sgh, sgw, oc * sgc, c_ok,
                                 wt_ptr, oc, C_out, KH, KW, SH, SW, DH, DW)
 
-    gi_base = gi_ptr + n.to(tl.int64) * sin
-    pm = (ih < H) & (iw < W)
-    tl.store(gi_base + (ih * sih + iw * siw)[:, None] + (ic * sic)[None, :],
-             acc.to(gi_ptr.dtype.element_ty), mask=pm[:, None] & c_ok[None, :])
+    _store_nhwc_tile(gi_ptr + n.to(tl.int64) * sin, acc, ih, iw, H, W, sih, siw, ic, sic, c_ok)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -433,22 +433,13 @@ def _dw_bwd_w_nchw_kernel(
     r0 = chunk * per_chunk
     r1 = tl.minimum(r0 + per_chunk, total)
 
-    if ACC_F64:
-        bacc = tl.zeros([BLOCK_W], dtype=tl.float64)
-    else:
-        bacc = tl.zeros([BLOCK_W], dtype=tl.float32)
+    bacc = _zeros_1d(BLOCK_W, ACC_F64)
 
     x_c = x_ptr + ic.to(tl.int64) * sxc
     go_c = go_ptr + oc.to(tl.int64) * sgc
     for t0 in range(0, KH * KW, TAP_BLOCK):
-        tap = t0 + tl.arange(0, TAP_BLOCK)
-        t_ok = tap < KH * KW
-        kh = tap // KW
-        kw = tap - kh * KW
-        if ACC_F64:
-            acc = tl.zeros([TAP_BLOCK, BLOCK_W], dtype=tl.float64)
-        else:
-            acc = tl.zeros([TAP_BLOCK, BLOCK_W], dtype=tl.float32)
+        tap, t_ok, kh, kw = _gw_taps(t0, KH, KW, TAP_BLOCK)
+        acc = _zeros_2d(TAP_BLOCK, BLOCK_W, ACC_F64)
         for r in range(r0, r1):
             n = r // H_out
             oh = r - n * H_out
@@ -509,20 +500,11 @@ def _dw_bwd_w_nhwc_kernel(
     x_c = ic * sxc
     g_c = oc * sgc
 
-    if ACC_F64:
-        bacc = tl.zeros([BLOCK_C], dtype=tl.float64)
-    else:
-        bacc = tl.zeros([BLOCK_C], dtype=tl.float32)
+    bacc = _zeros_1d(BLOCK_C, ACC_F64)
 
     for t0 in range(0, KH * KW, TAP_BLOCK):
-        tap = t0 + tl.arange(0, TAP_BLOCK)
-        t_ok = tap < KH * KW
-        kh = tap // KW
-        kw = tap - kh * KW
-        if ACC_F64:
-            acc = tl.zeros([TAP_BLOCK, BLOCK_C], dtype=tl.float64)
-        else:
-            acc = tl.zeros([TAP_BLOCK, BLOCK_C], dtype=tl.float32)
+        tap, t_ok, kh, kw = _gw_taps(t0, KH, KW, TAP_BLOCK)
+        acc = _zeros_2d(TAP_BLOCK, BLOCK_C, ACC_F64)
         for p in range(p0, p1):
             n = p // HWo
             q = p - n * HWo

@@ -63,6 +63,14 @@ def torch_depthwise_separable_conv2d(input, dw_weight, pw_weight, dw_bias, pw_bi
     return _in_format_of(apply_activation(F.conv2d(mid, pw_weight, pw_bias), pw_act), input)
 
 
+def _torch_backward_input(grad_output, weight, input_size, stride, padding, dilation):
+    """grad-input of the depthwise conv as a torch composite, differentiable in both arguments."""
+    x = grad_output.new_zeros(input_size).requires_grad_()
+    with torch.enable_grad():
+        out = torch_depthwise_conv2d(x, weight, None, stride, padding, dilation)
+        return torch.autograd.grad(out, x, grad_output, create_graph=True)[0]
+
+
 # ---------------------------------------------------------------- fake kernels
 def _like(t, shape, memory_format_of):
     return torch.empty(shape, dtype=t.dtype, device=t.device, memory_format=suggest_memory_format(memory_format_of))
@@ -147,12 +155,15 @@ def _make_backward_input_autograd(prefix):
         grad_output, weight, input_size, stride, padding, dilation = inputs
         ctx.save_for_backward(grad_output, weight)
         ctx.geometry = (stride, padding, dilation)
+        ctx.input_size = tuple(input_size)
 
     def backward(ctx, gg):
         grad_output, weight = ctx.saved_tensors
         stride, padding, dilation = ctx.geometry
-        if torch.is_grad_enabled():
-            raise NotImplementedError("convext: third-order gradients of depthwise_conv2d are not supported")
+        if torch.is_grad_enabled():  # create_graph=True: a differentiable composite
+            return _composite_backward(
+                lambda go, w: _torch_backward_input(go, w, ctx.input_size, stride, padding, dilation),
+                gg, (grad_output, weight), ctx.needs_input_grad[:2]) + (None,) * 4
         gg = _dense(gg, gg)
         d_grad_output = d_weight = None
         if ctx.needs_input_grad[0]:

@@ -6,17 +6,10 @@ import torch.nn.functional as F
 from . import _backend, _geometry, _ops
 
 
-def _dense_params(*tensors):
-    # Weights and biases are small: one contiguous copy of a strided view spares every kernel a
-    # stride argument (a no-op, no copy, when they are contiguous already).
-    return tuple(t.contiguous() if t is not None else None for t in tensors)
-
-
 def _run_depthwise_conv2d(x, weight, bias, g: _geometry.ConvGeometry, backend: str):
     name = _backend.resolve(backend, x, "depthwise_conv2d", g.kernel_size, g.dilation)
     if name == "torch":
         return _ops.torch_depthwise_conv2d(x, weight, bias, g.stride, g.padding, g.dilation)
-    weight, bias = _dense_params(weight, bias)
     return _ops.op(name, "depthwise_conv2d")(x, weight, bias, list(g.stride), list(g.padding), list(g.dilation))
 
 
@@ -44,8 +37,6 @@ def depthwise_separable_conv2d(input, depthwise_weight, pointwise_weight, depthw
     x = input.unsqueeze(0) if g.unbatched else input
     name = _backend.resolve(backend, x, "depthwise_separable_conv2d", g.kernel_size, g.dilation)
     args = (x, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias)
-    if name != "torch":
-        args = (x,) + _dense_params(*args[1:])
     if name == "torch":
         out = _ops.torch_depthwise_separable_conv2d(*args, g.stride, g.padding, g.dilation, dw_act, pw_act)
     else:

@@ -373,3 +373,18 @@ def run_opcheck(name, device):
         samples = samples[:1]  # the interpreter is slow; the first sample covers the geometry
     for args in samples:
         torch.library.opcheck(op, args)
+
+
+def random_sweep_params(device_backends, random_case, *, seed, n, n_interpreted):
+    """(device, backend, case) params: a seeded sweep per backend, `random_case(rng, tiny)` drawing
+    each case (tiny shapes and fewer cases for the slow Triton interpreter)."""
+    import random
+    params = []
+    for p in device_backends:
+        device, backend = p.values
+        tiny = interpreted(device, backend)
+        rng = random.Random(seed)
+        for i in range(n_interpreted if tiny else n):
+            params.append(pytest.param(device, backend, random_case(rng, tiny), id=f"{p.id}-rand{i}",
+                                       marks=p.marks))
+    return params

@@ -1,6 +1,5 @@
 """convext.depthwise_conv2d: every backend of every device through one parametrization,
 against float64 F.conv2d (outputs and input/weight/bias gradients)."""
-import random
 
 import pytest
 import torch
@@ -8,10 +7,9 @@ import torch.nn.functional as F
 
 import convext
 from conftest import (
-    run_opcheck,
-    CPU_BACKENDS, HAS_CUDA, LAYOUTS, TRITON_INTERPRETED, assert_matches, assert_memory_format,
-    conv_out_size, convext_op_names, device_backend_params, op_samples, interpreted, make_inputs, poisoned_like_view,
-    to_layout, with_grads,
+    CPU_BACKENDS, HAS_CUDA, LAYOUTS, TRITON_INTERPRETED, assert_matches, assert_memory_format, conv_out_size,
+    convext_op_names, device_backend_params, interpreted, make_inputs, poisoned_like_view, random_sweep_params,
+    run_opcheck, to_layout, with_grads,
 )
 
 DEVICE_BACKENDS = device_backend_params()
@@ -165,15 +163,8 @@ N_RANDOM, N_RANDOM_INTERPRETED = 40, 4
 
 
 def _sweep_params():
-    params = []
-    for p in DEVICE_BACKENDS:
-        device, backend = p.values
-        tiny = interpreted(device, backend)
-        rng = random.Random(1234)
-        for i in range(N_RANDOM_INTERPRETED if tiny else N_RANDOM):
-            case = _random_case(rng, tiny)
-            params.append(pytest.param(device, backend, case, id=f"{p.id}-rand{i}", marks=p.marks))
-    return params
+    return random_sweep_params(DEVICE_BACKENDS, _random_case, seed=1234, n=N_RANDOM,
+                               n_interpreted=N_RANDOM_INTERPRETED)
 
 
 @pytest.mark.parametrize("device,backend,case", _sweep_params())

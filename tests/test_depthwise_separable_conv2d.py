@@ -2,17 +2,15 @@
 parametrization, against the float64 composite (dw conv -> act -> 1x1 conv -> act),
 outputs and the gradients of all five tensors."""
 import itertools
-import random
 
 import pytest
 import torch
 
 import convext
 from conftest import (
-    run_opcheck,
-    ACTIVATIONS, CPU_BACKENDS, HAS_CUDA, LAYOUTS, TRITON_INTERPRETED, assert_matches,
-    assert_memory_format, conv_out_size, convext_op_names, device_backend_params, interpreted,
-    make_inputs, op_samples, poisoned_like_view, to_layout, torch_separable, with_grads,
+    ACTIVATIONS, CPU_BACKENDS, HAS_CUDA, LAYOUTS, assert_matches, assert_memory_format, conv_out_size,
+    convext_op_names, device_backend_params, interpreted, make_inputs, poisoned_like_view, random_sweep_params,
+    run_opcheck, to_layout, torch_separable, with_grads,
 )
 
 DEVICE_BACKENDS = device_backend_params()
@@ -180,15 +178,8 @@ N_RANDOM, N_RANDOM_INTERPRETED = 25, 3
 
 
 def _sweep_params():
-    params = []
-    for p in DEVICE_BACKENDS:
-        device, backend = p.values
-        tiny = interpreted(device, backend)
-        rng = random.Random(4321)
-        for i in range(N_RANDOM_INTERPRETED if tiny else N_RANDOM):
-            params.append(pytest.param(device, backend, _random_case(rng, tiny), id=f"{p.id}-rand{i}",
-                                       marks=p.marks))
-    return params
+    return random_sweep_params(DEVICE_BACKENDS, _random_case, seed=4321, n=N_RANDOM,
+                               n_interpreted=N_RANDOM_INTERPRETED)
 
 
 @pytest.mark.parametrize("device,backend,case", _sweep_params())

@@ -31,6 +31,8 @@ import triton.language as tl
 from torch._prims_common import suggest_memory_format
 from torch.library import triton_op, wrap_triton
 
+from .depthwise_conv2d import _zeros_2d
+
 __all__ = ["depthwise_separable_conv2d", "depthwise_separable_conv2d_backward"]
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -140,22 +142,13 @@ def _act_grad(x, ACT: tl.constexpr):
 
 
 @triton.jit
-def _zeros(R: tl.constexpr, C: tl.constexpr, IS_F64: tl.constexpr):
-    if IS_F64:
-        z = tl.zeros([R, C], dtype=tl.float64)
-    else:
-        z = tl.zeros([R, C], dtype=tl.float32)
-    return z
-
-
-@triton.jit
 def _dw_tile(x_base, dww_ptr, dwb_ptr, offs_k, k_mask, ih0, iw0, p_mask, H, W,
              sxc, sxh, sxw, sdw0, sdwh, sdww,
              M: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, DH: tl.constexpr,
              DW: tl.constexpr, HAS_DWB: tl.constexpr, IS_F64: tl.constexpr,
              BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr):
     """Pre-activation depthwise tile z[BLOCK_P, BLOCK_K] (+ bias), fp32 (fp64 for fp64)."""
-    z = _zeros(BLOCK_P, BLOCK_K, IS_F64)
+    z = _zeros_2d(BLOCK_P, BLOCK_K, IS_F64)
     ic = offs_k // M
     x_c = x_base + (ic * sxc)[None, :]
     w_k = dww_ptr + offs_k * sdw0
@@ -230,7 +223,7 @@ def _sep_fwd_kernel(
     offs_co = pid_co * BLOCK_CO + tl.arange(0, BLOCK_CO)
     co_mask = offs_co < COUT
 
-    acc = _zeros(BLOCK_P, BLOCK_CO, IS_F64)
+    acc = _zeros_2d(BLOCK_P, BLOCK_CO, IS_F64)
     for k0 in range(0, CM, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         k_mask = offs_k < CM
@@ -288,7 +281,7 @@ def _sep_bwd_gz_kernel(
     k_mask = offs_k < CM
 
     g_base = g_ptr + n * sgn + (oh * sgh + ow * sgw)[:, None]
-    ga = _zeros(BLOCK_P, BLOCK_K, IS_F64)
+    ga = _zeros_2d(BLOCK_P, BLOCK_K, IS_F64)
     for co0 in range(0, COUT, BLOCK_CO):
         offs_co = co0 + tl.arange(0, BLOCK_CO)
         co_mask = offs_co < COUT
@@ -341,7 +334,7 @@ def _sep_bwd_pw_kernel(
     offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
     k_mask = offs_k < CM
 
-    acc_w = _zeros(BLOCK_CO, BLOCK_K, IS_F64)
+    acc_w = _zeros_2d(BLOCK_CO, BLOCK_K, IS_F64)
     if IS_F64:
         acc_b = tl.zeros([BLOCK_CO], dtype=tl.float64)
     else:
@@ -433,6 +426,12 @@ def _geometry(input, depthwise_weight, pointwise_weight, stride, padding, dilati
                 SH=SH, SW=SW, DH=DH, DW=DW, PT=PT, PL=PL, HO=max(HO, 0), WO=max(WO, 0))
 
 
+def _dense_biases(*biases):
+    """The kernels index biases by channel alone (weights go by their strides): a strided bias view
+    is copied once (a few hundred elements; no copy when already contiguous)."""
+    return tuple(b if b is None else b.contiguous() for b in biases)
+
+
 def _empty_like_input(input, shape):
     fmt = suggest_memory_format(input)
     if fmt != torch.channels_last:
@@ -489,6 +488,7 @@ def _triton_depthwise_separable_conv2d(input: torch.Tensor, depthwise_weight: to
                                        padding: List[int], dilation: List[int], depthwise_activation: str,
                                        pointwise_activation: str) -> torch.Tensor:
     # (annotations too: torch 2.11's triton_op infers the schema from them)
+    depthwise_bias, pointwise_bias = _dense_biases(depthwise_bias, pointwise_bias)
     act1, act2 = _act_code(depthwise_activation), _act_code(pointwise_activation)
     gm = _geometry(input, depthwise_weight, pointwise_weight, stride, padding, dilation)
     y = _empty_like_input(input, (gm["N"], gm["COUT"], gm["HO"], gm["WO"]))
@@ -525,6 +525,7 @@ def _triton_depthwise_separable_conv2d_backward(
         pointwise_bias: Optional[torch.Tensor], stride: List[int], padding: List[int], dilation: List[int],
         depthwise_activation: str, pointwise_activation: str, output_mask: List[bool]
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    depthwise_bias, pointwise_bias = _dense_biases(depthwise_bias, pointwise_bias)
     act1, act2 = _act_code(depthwise_activation), _act_code(pointwise_activation)
     gm = _geometry(input, depthwise_weight, pointwise_weight, stride, padding, dilation)
     m_in, m_dww, m_pww, m_dwb, m_pwb = (bool(m) for m in output_mask)

@@ -5,6 +5,7 @@ import itertools
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import convext
 from conftest import (
@@ -312,3 +313,28 @@ def test_low_precision_cpu(backend):
 @pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU visible")
 def test_gpu_backends_listed():
     assert "torch" in convext.backends("cuda")
+
+
+def _tf32_truncated(t):
+    """float32 -> the TF32 value of the tensor cores' worst case (mantissa cut to 10 bits)."""
+    return (t.float().contiguous().view(torch.int32) & ~0x1FFF).view(torch.float32)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_tf32_when_allowed(layout):
+    """With torch.backends.cudnn.allow_tf32 the fused Triton kernel's pointwise GEMM may run
+    in TF32, as torch's own convs may: its error must be at TF32's scale, measured by a
+    float64 emulation that cuts both GEMM operands to TF32."""
+    if "triton" not in convext.backends("cuda"):
+        pytest.skip("triton not available on cuda")
+    N, C, H, W, k, s, p, d, M, Cout = LOWP_SHAPES[0]
+    x, dw_w, pw_w, dw_b, pw_b = make_separable(N, C, H, W, k, M, Cout, True, True, device="cuda")
+    x = to_layout(x, layout)
+    ref = torch_separable(*(t.double() for t in (x, dw_w, pw_w, dw_b, pw_b)), s, p, d, "relu6", None)
+    z = F.relu6(F.conv2d(x.double(), dw_w.double(), dw_b.double(), s, p, d, groups=C)).float()
+    emul = F.conv2d(_tf32_truncated(z).double(), _tf32_truncated(pw_w).double(), pw_b.double())
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=True):
+        out = convext.depthwise_separable_conv2d(x, dw_w, pw_w, dw_b, pw_b, s, p, d, backend="triton",
+                                                 depthwise_activation="relu6")
+    assert_matches(out, ref, emul, dtype=torch.float32, name="output (TF32)")

@@ -1,0 +1,357 @@
+#!/usr/bin/env python3
+"""Static SASS report for the Triton depthwise kernels (no GPU needed).
+
+For representative variants (NCHW / channels_last; forward, grad-input, grad-weight; 3x3 s1,
+3x3 s2, 5x5, 7x7, 3x3 dilation 2; fp32 and bf16) this runs the real op function with the kernel
+launch intercepted, so the kernel, its arguments and its autotune configs are exactly what the
+op would launch.  Each config is then compiled for sm_90 (Triton's own specialisation mirrored:
+integers equal to 1 become constants, integers and pointers divisible by 16 get
+``tt.divisibility``), disassembled with cuobjdump, and summarised:
+
+* registers, spill bytes (cuobjdump -res-usage: STACK / LOCAL) and LDL/STL count;
+* static SASS instruction count, by opcode class;
+* the control flow: if the reachable CFG has no back edge the kernel is straight-line and the
+  report gives the shortest and the longest entry-to-EXIT path (a runtime interior/border
+  branch shows up as two different numbers); with a loop only the static count is meaningful;
+* thread-instructions per output element = path length x 32 x num_warps / outputs per program
+  (for straight-line kernels; for loops "loop" and the static count).
+
+These are static proxies for speed, not GPU timings.
+
+    python tools/sass_report.py                 # first config of every variant
+    python tools/sass_report.py --all-configs   # every autotune config
+    python tools/sass_report.py --filter fwd    # variants whose name contains "fwd"
+    python tools/sass_report.py --markdown      # a markdown table
+"""
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections import Counter, OrderedDict
+
+os.environ.pop("TRITON_INTERPRET", None)  # compile for real, never interpret
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+import convext.triton.depthwise_conv2d as dw  # noqa: E402
+
+_BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+CUOBJDUMP = os.path.join(_BIN, "cuobjdump")
+TARGET = GPUTarget("cuda", 90, 32)
+
+_TY = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float64: "fp64"}
+
+
+# ------------------------------------------------------------------------------------ capture
+class _Captured(Exception):
+    pass
+
+
+class _Capture:
+    def __init__(self, kern):
+        self.kern = kern
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            _Capture.last = (self.kern, grid, args, kwargs)
+            raise _Captured()
+        return launch
+
+
+def capture(call):
+    """Runs `call` (an op call) with the launch intercepted: (autotuner, grid, args, kwargs)."""
+    saved = dw._launcher, dw._INTERPRET, dw._NO_AUTOTUNE
+    dw._launcher, dw._INTERPRET, dw._NO_AUTOTUNE = _Capture, False, False
+    dw._TUNERS.clear()
+    try:
+        call()
+    except _Captured:
+        return _Capture.last
+    finally:
+        dw._launcher, dw._INTERPRET, dw._NO_AUTOTUNE = saved
+        dw._TUNERS.clear()
+    raise RuntimeError("the op launched no kernel")
+
+
+# ------------------------------------------------------------------------------------ variants
+def variants(N=32, C=144, H=56, W=56):
+    """(name, op thunk) for every representative variant."""
+    geoms = [  # name, k, stride, pad, dilation
+        ("3x3s1", 3, 1, 1, 1),
+        ("3x3s2", 3, 2, 1, 1),
+        ("5x5", 5, 1, 2, 1),
+        ("7x7", 7, 1, 3, 1),
+        ("3x3d2", 3, 1, 2, 2),
+    ]
+    out = []
+    for op in ("fwd", "bwd_in", "bwd_w"):
+        for layout in ("nchw", "nhwc"):
+            for gname, k, s, p, d in geoms:
+                for dtype in (torch.float32, torch.bfloat16):
+                    name = f"{op}-{layout}-{gname}-{_TY[dtype]}"
+                    out.append((name, _thunk(op, layout, N, C, H, W, k, s, p, d, dtype)))
+    return out
+
+
+def _thunk(op, layout, N, C, H, W, k, s, p, d, dtype):
+    fmt = torch.channels_last if layout == "nhwc" else torch.contiguous_format
+    Ho = (H + 2 * p - d * (k - 1) - 1) // s + 1
+    Wo = (W + 2 * p - d * (k - 1) - 1) // s + 1
+    st, pad, dil = [s, s], [p, p, p, p], [d, d]
+
+    def call():
+        w = torch.empty(C, 1, k, k, dtype=dtype)
+        if op == "fwd":
+            x = torch.empty(N, C, H, W, dtype=dtype, memory_format=fmt)
+            dw._triton_depthwise_conv2d(x, w, torch.empty(C, dtype=dtype), st, pad, dil)
+        elif op == "bwd_in":
+            g = torch.empty(N, C, Ho, Wo, dtype=dtype, memory_format=fmt)
+            dw._triton_depthwise_conv2d_backward_input(g, w, [N, C, H, W], st, pad, dil)
+        else:
+            g = torch.empty(N, C, Ho, Wo, dtype=dtype, memory_format=fmt)
+            x = torch.empty(N, C, H, W, dtype=dtype, memory_format=fmt)
+            dw._triton_depthwise_conv2d_backward_weight(g, x, [k, k], st, pad, dil, True)
+    return call
+
+
+# ------------------------------------------------------------------------------------ compile
+def _spec(fn, args, kwargs, config):
+    """ASTSource pieces mirroring Triton's launch-time specialisation."""
+    names = fn.arg_names
+    vals = dict(zip(names, args))
+    vals.update(kwargs)
+    vals.update(config.kwargs)
+    sig, constexprs, attrs = {}, {}, {}
+    for i, (name, p) in enumerate(zip(names, fn.params)):
+        v = vals[name]
+        if p.is_constexpr:
+            sig[name] = "constexpr"
+            constexprs[(i,)] = v
+        elif isinstance(v, torch.Tensor):
+            sig[name] = "*" + _TY[v.dtype]
+            if v.data_ptr() % 16 == 0:
+                attrs[(i,)] = [["tt.divisibility", 16]]
+        elif isinstance(v, bool):
+            sig[name] = "i1"
+        elif isinstance(v, int):
+            if v == 1:
+                sig[name] = "constexpr"
+                constexprs[(i,)] = 1
+            else:
+                sig[name] = "i32" if -2**31 <= v < 2**31 else "i64"
+                if v % 16 == 0:
+                    attrs[(i,)] = [["tt.divisibility", 16]]
+        else:
+            raise TypeError(f"{name}: {type(v)}")
+    return ASTSource(fn, signature=sig, constexprs=constexprs, attrs=attrs)
+
+
+def compile_sass(autotuner, args, kwargs, config):
+    fn = autotuner.fn
+    src = _spec(fn, args, kwargs, config)
+    ck = triton.compile(src, target=TARGET,
+                        options=dict(num_warps=config.num_warps, num_stages=config.num_stages))
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(ck.asm["cubin"])
+        f.flush()
+        sass = subprocess.run([CUOBJDUMP, "-sass", f.name], capture_output=True, text=True,
+                              check=True).stdout
+        res = subprocess.run([CUOBJDUMP, "-res-usage", f.name], capture_output=True, text=True,
+                             check=True).stdout
+    return sass, res
+
+
+# ------------------------------------------------------------------------------------ analysis
+_INSN = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
+
+CLASSES = OrderedDict([
+    ("ldg", lambda o: o.startswith(("LDG", "LD.", "LDC", "LDL"))),
+    ("stg", lambda o: o.startswith(("STG", "ST.", "STL", "RED", "ATOM"))),
+    ("smem", lambda o: o.startswith(("LDS", "STS", "LDSM", "BAR"))),
+    ("fma", lambda o: o.startswith(("FFMA", "FMUL", "FADD", "DFMA", "DMUL", "DADD", "HFMA2", "HMUL2",
+                                    "HADD2", "FMNMX"))),
+    ("cvt", lambda o: o.startswith(("F2F", "F2FP", "I2F", "F2I", "PRMT"))),
+    ("pred", lambda o: o.startswith(("ISETP", "PLOP3", "FSETP", "DSETP", "P2R", "R2P", "SEL",
+                                     "FSEL"))),
+    ("int", lambda o: o.startswith(("IMAD", "IADD", "LEA", "SHF", "LOP", "IMNMX", "IABS", "SHL",
+                                    "SHR", "MOV", "I2I", "FLO", "POPC", "VIADD", "VIMNMX"))),
+    ("ctrl", lambda o: o.startswith(("BRA", "EXIT", "BSSY", "BSYNC", "CALL", "RET", "WARPSYNC",
+                                     "BMOV", "NOP", "YIELD", "JMP"))),
+])
+
+
+def parse_sass(sass):
+    """[(addr, opcode, text)] of the first kernel in the dump."""
+    out = []
+    for m in _INSN.finditer(sass):
+        text = m.group(2).strip()
+        body = re.sub(r"^@!?U?P[T0-9]+\s+", "", text)
+        op = body.split()[0] if body else ""
+        out.append((int(m.group(1), 16), op, text))
+    return out
+
+
+def classify(op):
+    for k, f in CLASSES.items():
+        if f(op):
+            return k
+    return "other"
+
+
+def cfg_paths(insns):
+    """(straight_line, min_path, max_path, reachable): path lengths in instructions from the entry
+    to an EXIT over the reachable CFG; None when it has a cycle."""
+    idx = {a: i for i, (a, _, _) in enumerate(insns)}
+    n = len(insns)
+
+    def succ(i):
+        a, op, text = insns[i]
+        pred = text.startswith("@")
+        if op == "EXIT":
+            return [] if not pred else [i + 1]
+        if op in ("BRA", "JMP"):
+            m = re.search(r"0x([0-9a-f]+)", text.split(None, 2)[-1] if pred else text)
+            tgt = idx.get(int(m.group(1), 16)) if m else None
+            out = [tgt] if tgt is not None else []
+            if pred:
+                out.append(i + 1)
+            return out
+        if op == "RET":
+            return []
+        return [i + 1] if i + 1 < n else []
+
+    # reachability + cycle detection (iterative DFS)
+    color = [0] * n
+    order = []
+    has_cycle = False
+    stack = [(0, iter(succ(0)))]
+    color[0] = 1
+    while stack:
+        node, it = stack[-1]
+        nxt = next(it, None)
+        if nxt is None:
+            color[node] = 2
+            order.append(node)
+            stack.pop()
+        elif color[nxt] == 1:
+            has_cycle = True
+        elif color[nxt] == 0:
+            color[nxt] = 1
+            stack.append((nxt, iter(succ(nxt))))
+    reachable = sum(1 for c in color if c)
+    if has_cycle:
+        return False, None, None, reachable
+    lo, hi = {}, {}
+    for node in order:  # reverse topological: successors first
+        s = succ(node)
+        if not s:
+            lo[node] = hi[node] = 1
+        else:
+            lo[node] = 1 + min(lo[x] for x in s)
+            hi[node] = 1 + max(hi[x] for x in s)
+    return True, lo[0], hi[0], reachable
+
+
+def analyse(sass, res):
+    insns = parse_sass(sass)
+    straight, lo, hi, reach = cfg_paths(insns)
+    live = insns  # count every instruction up to the end padding
+    cls = Counter()
+    for _, op, _ in live:
+        if op == "NOP":
+            continue
+        cls[classify(op)] += 1
+    m = re.search(r"REG:(\d+)", res)
+    stack = re.search(r"STACK:(\d+)", res)
+    local = re.search(r"LOCAL:(\d+)", res)
+    spill_ops = sum(1 for _, op, _ in insns if op.startswith(("LDL", "STL")))
+    return dict(regs=int(m.group(1)) if m else -1,
+                stack=int(stack.group(1)) if stack else 0,
+                local=int(local.group(1)) if local else 0,
+                spill_ops=spill_ops, static=sum(cls.values()), classes=cls,
+                straight=straight, min_path=lo, max_path=hi)
+
+
+def outputs_per_program(name, config, kwargs):
+    k = config.kwargs
+    if "BLOCK_H" in k:
+        return k["BLOCK_H"] * k["BLOCK_W"]
+    if "TILE_H" in k:
+        return k["TILE_H"] * k["TILE_W"] * k["BLOCK_C"]
+    return None  # grad-weight: loops over a chunk
+
+
+def cfg_str(config):
+    kw = ",".join(f"{k}={v}" for k, v in config.kwargs.items())
+    return f"{kw},w{config.num_warps},s{config.num_stages}"
+
+
+# ------------------------------------------------------------------------------------ main
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--all-configs", action="store_true")
+    ap.add_argument("--filter", default="", help="comma-separated substrings; all must match")
+    ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--classes", action="store_true", help="print the opcode classes")
+    ap.add_argument("--dump", default=None, help="folder to write each variant's SASS into")
+    a = ap.parse_args()
+    filt = [f for f in a.filter.split(",") if f]
+    rows = []
+    for name, call in variants():
+        if not all(f in name for f in filt):
+            continue
+        tuner, grid, args, kwargs = capture(call)
+        configs = tuner.configs if a.all_configs else tuner.configs[:1]
+        for ci, config in enumerate(configs):
+            sass, res = compile_sass(tuner, args, kwargs, config)
+            if a.dump:
+                os.makedirs(a.dump, exist_ok=True)
+                with open(os.path.join(a.dump, f"{name}-c{ci}.sass"), "w") as f:
+                    f.write(sass)
+            r = analyse(sass, res)
+            opp = outputs_per_program(name, config, kwargs)
+            thr = 32 * config.num_warps
+            if r["straight"] and opp:
+                per = (f"{r['min_path'] * thr / opp:.1f}" if r["min_path"] == r["max_path"] else
+                       f"{r['min_path'] * thr / opp:.1f}-{r['max_path'] * thr / opp:.1f}")
+                path = (f"{r['min_path']}" if r["min_path"] == r["max_path"] else
+                        f"{r['min_path']}-{r['max_path']}")
+            else:
+                per, path = "loop", "loop"
+            row = dict(name=name, cfg=cfg_str(config), per=per, path=path, **r)
+            rows.append(row)
+            emit(row, a)
+            sys.stdout.flush()
+
+
+_HEADER_DONE = [False]
+
+
+def emit(r, a):
+    cls = r["classes"]
+    if a.markdown:
+        if not _HEADER_DONE[0]:
+            print("| variant | config | regs | spill | static SASS | path | thread-insn/output | "
+                  "ldg | fma | int | pred | cvt |")
+            print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+            _HEADER_DONE[0] = True
+        spill = r["stack"] + r["local"]
+        print(f"| {r['name']} | {r['cfg']} | {r['regs']} | {spill} | {r['static']} | {r['path']} | "
+              f"{r['per']} | {cls['ldg']} | {cls['fma']} | {cls['int']} | {cls['pred']} | "
+              f"{cls['cvt']} |")
+        return
+    print(f"{r['name']:<26} {r['cfg']:<34} regs={r['regs']:<3} spill={r['stack'] + r['local']:<4} "
+          f"static={r['static']:<5} path={r['path']:<9} insn/out={r['per']}")
+    if a.classes:
+        print("    " + " ".join(f"{k}={cls[k]}" for k in list(CLASSES) + ["other"] if cls[k]))
+
+
+if __name__ == "__main__":
+    main()

@@ -6,7 +6,8 @@ device) is timed -- `triton.testing.do_bench` median on CUDA, torch.utils.benchm
 on CPU -- and reported as ms, GB/s, % of the device's copy bandwidth measured in the same
 run, TFLOP/s and speedup vs torch (plus peak memory where asked). Rows are printed as a
 table, appended to bench/results/<op>.csv with the device name and versions, and plotted
-from that CSV into bench/results/<op>_<device>.png.
+from that CSV into bench/results/<op>_<device>.png; bench/summary.py closes the run with per-provider
+statistics and the project's performance targets (PASS / MISS).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import datetime as _dt
 import math
 import os
 import platform
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
@@ -27,6 +29,7 @@ MODES = ("fwd", "bwd", "fwd+bwd")
 LAYOUTS = ("nchw", "channels_last")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
 TORCH_PROVIDER = "torch"  # torch.nn.functional, the baseline of every speedup
+LARGE_KERNEL = 9  # kH*kW >= 9*9 taps: compute-bound (judged in TFLOP/s); fewer: memory-bound (% of copy bandwidth)
 
 
 # --------------------------------------------------------------------------- cases
@@ -41,6 +44,19 @@ class Case:
     flops: Callable[[str], float]  # mode -> floating-point operations
     bytes: Callable[[str, int], float]  # (mode, element size) -> bytes moved by an ideal kernel
     extra: Dict[str, object] = field(default_factory=dict)
+
+
+def kernel_taps(geometry: str) -> int:
+    """kH*kW of a case, read from its geometry ("... k3 ...", "... k1x11 ...")."""
+    m = re.search(r"\bk(\d+)(?:x(\d+))?\b", geometry)
+    if m is None:
+        raise ValueError(f"no kernel size (k<n> or k<h>x<w>) in geometry {geometry!r}")
+    return int(m.group(1)) * int(m.group(2) or m.group(1))
+
+
+def compute_bound(geometry: str) -> bool:
+    """Whether a case is judged by TFLOP/s (large kernels) rather than by bytes moved."""
+    return kernel_taps(geometry) >= LARGE_KERNEL ** 2
 
 
 @dataclass
@@ -267,6 +283,26 @@ def _fmt(v, spec):
     return "-" if (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
 
+def format_table(headers: Sequence[str], lines: Sequence[Sequence[str]], numeric: Sequence[int],
+                 markdown: bool = False, group: Optional[Callable] = None) -> List[str]:
+    """Aligned text (columns `numeric` right-aligned, a blank line where `group(line)` changes) or markdown."""
+    num = set(numeric)
+    if markdown:
+        return ["| " + " | ".join(headers) + " |",
+                "|" + "|".join("---:" if i in num else "---" for i in range(len(headers))) + "|"] + \
+               ["| " + " | ".join(l) + " |" for l in lines]
+    widths = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h) for i, h in enumerate(headers)]
+
+    def fmt_line(vals):
+        return "  ".join(v.rjust(w) if i in num else v.ljust(w) for i, (v, w) in enumerate(zip(vals, widths))).rstrip()
+    out = [fmt_line(headers), "  ".join("-" * w for w in widths)]
+    for i, l in enumerate(lines):
+        if group is not None and i and group(l) != group(lines[i - 1]):
+            out.append("")
+        out.append(fmt_line(l))
+    return out
+
+
 def print_table(rows: Sequence[Dict[str, object]], with_memory: bool = False) -> None:
     headers = ["case", "dtype", "layout", "mode", "provider", "ms", "GB/s", "%copy", "TFLOP/s", "x torch"]
     if with_memory:
@@ -279,20 +315,7 @@ def print_table(rows: Sequence[Dict[str, object]], with_memory: bool = False) ->
         if with_memory:
             line.append(_fmt(r["peak_mem_mb"], ".1f"))
         lines.append([str(v) for v in line])
-    widths = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h) for i, h in enumerate(headers)]
-    num = set(range(5, len(headers)))
-
-    def fmt_line(vals):
-        return "  ".join(v.rjust(w) if i in num else v.ljust(w) for i, (v, w) in enumerate(zip(vals, widths)))
-    print(fmt_line(headers))
-    print("  ".join("-" * w for w in widths))
-    prev = None
-    for l in lines:
-        key = tuple(l[:4])
-        if prev is not None and key[:1] != prev[:1]:
-            print()
-        print(fmt_line(l))
-        prev = key
+    print("\n".join(format_table(headers, lines, range(5, len(headers)), group=lambda l: l[0])))
 
 
 def append_csv(rows: Sequence[Dict[str, object]], path: str) -> None:
@@ -306,6 +329,20 @@ def append_csv(rows: Sequence[Dict[str, object]], path: str) -> None:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
 
 
+NUMERIC_COLUMNS = ("ms", "gbps", "pct_copy_bw", "tflops", "speedup_vs_torch", "peak_mem_mb", "copy_bw_gbps")
+
+
+def read_run(path: str, run_id: Optional[str] = None) -> List[Dict[str, object]]:
+    """The rows of one run in a results CSV (default: its last run), numbers as floats (NaN where empty)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    run_id = run_id or (rows[-1]["run_id"] if rows else None)
+    rows = [r for r in rows if r["run_id"] == run_id]
+    for r in rows:
+        r.update({k: float(r[k] or "nan") for k in NUMERIC_COLUMNS})
+    return rows
+
+
 def plot_csv(path: str, run_id: Optional[str] = None) -> Optional[str]:
     """Bar chart of GB/s per case and provider, one panel per (mode, dtype, layout), read from the CSV.
 
@@ -316,12 +353,9 @@ def plot_csv(path: str, run_id: Optional[str] = None) -> Optional[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_run(path, run_id)
     if not rows:
         return None
-    run_id = run_id or rows[-1]["run_id"]
-    rows = [r for r in rows if r["run_id"] == run_id]
     panels = sorted({(r["mode"], r["dtype"], r["layout"]) for r in rows}, key=lambda p: (MODES.index(p[0])
                     if p[0] in MODES else 9, p[1], p[2]))
     providers = list(dict.fromkeys(r["provider"] for r in rows))
@@ -331,7 +365,7 @@ def plot_csv(path: str, run_id: Optional[str] = None) -> Optional[str]:
     fig, axes = plt.subplots(nrows, ncols, figsize=(max(9, 0.9 * len(cases) * ncols + 2), 3.6 * nrows + 0.6),
                              squeeze=False)
     width = 0.8 / max(1, len(providers))
-    copy_bw = float(rows[0]["copy_bw_gbps"])
+    copy_bw = rows[0]["copy_bw_gbps"]
     for ax, (mode, dtype, layout) in zip(axes.flat, panels):
         top = 0.0
         for i, prov in enumerate(providers):
@@ -339,7 +373,7 @@ def plot_csv(path: str, run_id: Optional[str] = None) -> Optional[str]:
             for c in cases:
                 v = [r for r in rows if (r["case"], r["mode"], r["dtype"], r["layout"], r["provider"])
                      == (c, mode, dtype, layout, prov)]
-                vals.append(float(v[0]["gbps"]) if v and v[0]["gbps"] not in ("", "nan") else 0.0)
+                vals.append(v[0]["gbps"] if v and v[0]["gbps"] == v[0]["gbps"] else 0.0)
             ax.bar([j + (i - (len(providers) - 1) / 2) * width for j in range(len(cases))], vals, width,
                    label=prov)
             top = max([top] + vals)
@@ -386,6 +420,7 @@ def make_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--csv", default=None, help="CSV to append to (default: bench/results/<op>.csv)")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--markdown", action="store_true", help="print the closing summary as markdown tables")
     return p
 
 
@@ -425,7 +460,8 @@ def wall_clock(fn, *a, **kw):
 
 
 __all__ = ["Case", "Provider", "run_benchmark", "make_parser", "validate", "select_cases", "filter_providers",
-           "convext_providers", "default_device", "to_layout", "DTYPES", "LAYOUTS", "MODES", "wall_clock"]
+           "convext_providers", "default_device", "to_layout", "DTYPES", "LAYOUTS", "MODES", "wall_clock",
+           "compute_bound", "kernel_taps", "read_run", "format_table"]
 
 
 def main(op_name, description, cases_for, providers_for, *, measure_memory, argv=None, quick=None):
@@ -441,6 +477,10 @@ def main(op_name, description, cases_for, providers_for, *, measure_memory, argv
     layouts = args.layout or (["channels_last"] if args.quick and on_gpu else list(LAYOUTS))
     modes = args.mode or (["fwd", "fwd+bwd"] if args.quick else list(MODES))
     cases = select_cases(cases_for(device, args.quick and not args.shapes), args.shapes)
-    return run_benchmark(op_name, cases, providers_for(device, args.providers), dtypes, layouts, modes, device,
+    rows = run_benchmark(op_name, cases, providers_for(device, args.providers), dtypes, layouts, modes, device,
                          quick=args.quick, measure_memory=measure_memory, csv_path=args.csv,
                          plot=not args.no_plot, progress=not args.no_progress)
+    from . import summary  # imports this module
+
+    summary.print_summary(rows, markdown=args.markdown)
+    return rows

@@ -117,6 +117,30 @@ def test_layouts(device, backend, layout):
     assert out.dim() == xl.dim()
 
 
+# Planes several tiles wide and high (for every first autotune config of the Triton kernels),
+# so that the fully-interior tiles, the row-interior tiles and the border tiles all occur.
+# (id, N, C, H, W, kernel, stride, padding, dilation, M)
+TILED = [
+    ("k3", 1, 2, 20, 140, 3, 1, 1, 1, 1),
+    ("k3-s2-valid", 1, 2, 20, 140, 3, 2, 0, 1, 1),
+    ("k5-d2-M2", 1, 2, 24, 140, 5, 1, 4, 2, 2),
+    ("k3x5-same", 1, 2, 21, 140, (3, 5), 1, "same", 1, 1),
+    # channels_last: full channel blocks (no channel masks) as well as partial ones
+    ("k3-C8-M2", 1, 8, 20, 28, 3, 1, 1, 1, 2),
+    ("k7-C8", 1, 8, 20, 28, 7, 1, 3, 1, 1),
+]
+
+
+@pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("case", TILED, ids=lambda c: c[0])
+def test_interior_and_border_tiles(device, backend, layout, case):
+    _, N, C, H, W, k, s, p, d, M = case
+    x, w, b = make_inputs(N, C, H, W, k, M, True, torch.float32, device)
+    run_and_check(device, backend, to_layout(x, layout), w, b, s, p, d,
+                  grad_layout=layout)
+
+
 # --------------------------------------------------------------------------- random sweep
 
 

@@ -206,8 +206,8 @@ def classify(op):
 
 
 def cfg_paths(insns):
-    """(straight_line, min_path, max_path, reachable): path lengths in instructions from the entry
-    to an EXIT over the reachable CFG; None when it has a cycle."""
+    """(straight_line, path lengths, reachable): the distinct lengths in instructions of the
+    entry-to-EXIT paths of the reachable CFG (sorted); None when it has a cycle."""
     idx = {a: i for i, (a, _, _) in enumerate(insns)}
     n = len(insns)
 
@@ -247,21 +247,26 @@ def cfg_paths(insns):
             stack.append((nxt, iter(succ(nxt))))
     reachable = sum(1 for c in color if c)
     if has_cycle:
-        return False, None, None, reachable
-    lo, hi = {}, {}
+        return False, None, reachable
+    lens = {}
     for node in order:  # reverse topological: successors first
         s = succ(node)
         if not s:
-            lo[node] = hi[node] = 1
+            lens[node] = {1}
         else:
-            lo[node] = 1 + min(lo[x] for x in s)
-            hi[node] = 1 + max(hi[x] for x in s)
-    return True, lo[0], hi[0], reachable
+            acc = set()
+            for x in s:
+                acc |= lens[x]
+            if len(acc) > 64:  # keep the extremes and a spread
+                v = sorted(acc)
+                acc = set(v[:: max(1, len(v) // 32)]) | {v[0], v[-1]}
+            lens[node] = {1 + v for v in acc}
+    return True, sorted(lens[0]), reachable
 
 
 def analyse(sass, res):
     insns = parse_sass(sass)
-    straight, lo, hi, reach = cfg_paths(insns)
+    straight, paths, reach = cfg_paths(insns)
     live = insns  # count every instruction up to the end padding
     cls = Counter()
     for _, op, _ in live:
@@ -276,7 +281,7 @@ def analyse(sass, res):
                 stack=int(stack.group(1)) if stack else 0,
                 local=int(local.group(1)) if local else 0,
                 spill_ops=spill_ops, static=sum(cls.values()), classes=cls,
-                straight=straight, min_path=lo, max_path=hi)
+                straight=straight, paths=paths)
 
 
 def outputs_per_program(name, config, kwargs):
@@ -319,10 +324,10 @@ def main():
             opp = outputs_per_program(name, config, kwargs)
             thr = 32 * config.num_warps
             if r["straight"] and opp:
-                per = (f"{r['min_path'] * thr / opp:.1f}" if r["min_path"] == r["max_path"] else
-                       f"{r['min_path'] * thr / opp:.1f}-{r['max_path'] * thr / opp:.1f}")
-                path = (f"{r['min_path']}" if r["min_path"] == r["max_path"] else
-                        f"{r['min_path']}-{r['max_path']}")
+                # short paths (< 1/4 of the longest) are early exits, not tile paths
+                main_paths = [v for v in r["paths"] if 4 * v >= r["paths"][-1]]
+                path = "/".join(str(v) for v in main_paths)
+                per = "/".join(f"{v * thr / opp:.1f}" for v in main_paths)
             else:
                 per, path = "loop", "loop"
             row = dict(name=name, cfg=cfg_str(config), per=per, path=path, **r)

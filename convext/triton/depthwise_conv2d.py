@@ -16,6 +16,12 @@ Two kernel families per op, picked by the memory format the result is allocated 
 * channels_last: one program per (n, pixel tile, channel block), [TILE_H * TILE_W, BLOCK_C] tile
   with the channels contiguous (vectorised loads); weights pre-transposed to (kH*kW, C_out).
 
+Forward and stride-1 grad-input tiles take one of three paths, by a runtime test per tile: the
+tile's outputs and whole source window in bounds (no masks), rows in bounds (NCHW: column masks;
+channels_last: channel masks), any (all masks); every tap is the tile's pointers plus a scalar
+(see docs/perf/SASS.md and tools/sass_report.py for the static instruction counts).  Weights are
+passed in the accumulation dtype (the bf16 / fp16 -> fp32 conversion is exact).
+
 grad-input gathers from grad_output (stride 1: forward with flipped taps; stride > 1: the same
 gather with divisibility masks).  grad-weight: programs over (channel (block), chunk of output
 rows / pixels) accumulate a [taps, lanes] tile, write per-chunk partials into a float32 (float64
@@ -56,48 +62,58 @@ _MAX_TAP_BLOCK = 64
 # Shared helpers (inlined by Triton)
 # ----------------------------------------------------------------------------------------------
 @triton.jit
+def _udiv(a, b):
+    """a // b and a % b for non-negative int32 a, positive b, as unsigned divisions (cheaper in
+    SASS than the signed ones: no sign fix-ups)."""
+    q = (a.to(tl.uint32) // b.to(tl.uint32)).to(tl.int32)
+    return q, a - q * b
+
+
+@triton.jit
 def _nchw_tile(pid, C, H_t, W_t, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
                INT64: tl.constexpr):
-    """Program id -> (n, c, rows, cols) of a [BLOCK_H, BLOCK_W] tile of one of N * C planes
-    of H_t x W_t (tiles of a plane row-major)."""
+    """Program id -> (n, c, rows, cols, first row, first col) of a [BLOCK_H, BLOCK_W] tile of
+    one of N * C planes of H_t x W_t (tiles of a plane row-major)."""
     tiles_w = tl.cdiv(W_t, BLOCK_W)
     tiles = tl.cdiv(H_t, BLOCK_H) * tiles_w
-    plane = pid // tiles
-    t = pid - plane * tiles
-    th = t // tiles_w
-    tw = t - th * tiles_w
-    n = plane // C
-    c = plane - n * C
-    rows = th * BLOCK_H + tl.arange(0, BLOCK_H)
-    cols = tw * BLOCK_W + tl.arange(0, BLOCK_W)
+    plane, t = _udiv(pid, tiles)
+    th, tw = _udiv(t, tiles_w)
+    n, c = _udiv(plane, C)
+    r0 = th * BLOCK_H
+    c0 = tw * BLOCK_W
+    rows = r0 + tl.arange(0, BLOCK_H)
+    cols = c0 + tl.arange(0, BLOCK_W)
     if INT64:
         rows = rows.to(tl.int64)
         cols = cols.to(tl.int64)
-    return n, c, rows, cols
+    return n, c, rows, cols, r0, c0
 
 
 @triton.jit
 def _nhwc_tile(pid, C, H_t, W_t, TILE_H: tl.constexpr, TILE_W: tl.constexpr,
                BLOCK_C: tl.constexpr, INT64: tl.constexpr):
     """Program id (channel block fastest, then pixel tile, then image) -> (n, rows, cols,
-    channels, channel mask) of a [TILE_H * TILE_W, BLOCK_C] tile."""
+    channels, channel mask, first row, first col, first channel) of a [TILE_H * TILE_W, BLOCK_C]
+    tile."""
     n_cb = tl.cdiv(C, BLOCK_C)
     tiles_w = tl.cdiv(W_t, TILE_W)
     tiles = tl.cdiv(H_t, TILE_H) * tiles_w
-    cb = pid % n_cb
-    r = pid // n_cb
-    t = r % tiles
-    n = r // tiles
-    th = t // tiles_w
-    tw = t - th * tiles_w
+    r, cb = _udiv(pid, n_cb)
+    n, t = _udiv(r, tiles)
+    th, tw = _udiv(t, tiles_w)
     p = tl.arange(0, TILE_H * TILE_W)
-    rows = th * TILE_H + p // TILE_W
-    cols = tw * TILE_W + p % TILE_W
+    r0 = th * TILE_H
+    c0 = tw * TILE_W
+    rows = r0 + p // TILE_W
+    cols = c0 + p % TILE_W
     if INT64:
         rows = rows.to(tl.int64)
         cols = cols.to(tl.int64)
-    ch = cb * BLOCK_C + tl.arange(0, BLOCK_C)
-    return n, rows, cols, ch, ch < C
+        r0 = r0.to(tl.int64)
+        c0 = c0.to(tl.int64)
+    ch0 = cb * BLOCK_C
+    ch = ch0 + tl.arange(0, BLOCK_C)
+    return n, rows, cols, ch, ch < C, r0, c0, ch0
 
 
 @triton.jit
@@ -157,23 +173,121 @@ def _gw_taps(t0, KH: tl.constexpr, KW: tl.constexpr, TAP_BLOCK: tl.constexpr):
 # Forward, NCHW (any strides; used when the output is not channels_last)
 # ----------------------------------------------------------------------------------------------
 @triton.jit
-def _fwd_nchw_row(acc, x_row_ptr, ih_ok, iw0, W, sxw, w_row_ptr,
-                  KW: tl.constexpr, DW: tl.constexpr):
-    for kw in tl.static_range(KW):
-        iw = iw0 + kw * DW
-        m = ih_ok[:, None] & ((iw >= 0) & (iw < W))[None, :]
-        xv = tl.load(x_row_ptr + iw[None, :] * sxw, mask=m, other=0.0)
-        wv = tl.load(w_row_ptr + kw)
+def _nchw_taps_row(acc, p, s_w, r_ok, cols, LIM_W, w_row, KW: tl.constexpr, DW: tl.constexpr,
+                   FLIP: tl.constexpr, ROW_MASK: tl.constexpr, COL_MASK: tl.constexpr):
+    """One row of taps: tap j reads p + j * DW * s_w (an immediate offset when s_w is 1) with
+    weight w_row[j] (w_row[KW - 1 - j] when FLIP), masked by the rows' r_ok ([R, 1]) when
+    ROW_MASK and by cols + j * DW in [0, LIM_W) when COL_MASK."""
+    for j in tl.static_range(KW):
+        if COL_MASK:
+            c = cols + j * DW
+            c_ok = ((c >= 0) & (c < LIM_W))[None, :]
+            if ROW_MASK:
+                xv = tl.load(p + (j * DW) * s_w, mask=r_ok & c_ok, other=0.0)
+            else:
+                xv = tl.load(p + (j * DW) * s_w, mask=c_ok, other=0.0)
+        elif ROW_MASK:
+            xv = tl.load(p + (j * DW) * s_w, mask=r_ok, other=0.0)
+        else:
+            xv = tl.load(p + (j * DW) * s_w)
+        if FLIP:
+            wv = tl.load(w_row + (KW - 1 - j))
+        else:
+            wv = tl.load(w_row + j)
         acc += xv.to(acc.dtype) * wv.to(acc.dtype)
     return acc
 
 
 @triton.jit
-def _fwd_nchw_kh(acc, x_base, ih0, iw0, H, W, sxh, sxw, w_base, kh,
-                 KW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr):
-    ih = ih0 + kh * DH
-    return _fwd_nchw_row(acc, x_base + ih[:, None] * sxh, (ih >= 0) & (ih < H), iw0, W, sxw,
-                         w_base + kh * KW, KW, DW)
+def _nchw_taps_kh(acc, p, s_h, s_w, rows, LIM_H, cols, LIM_W, w_base, i,
+                  KH: tl.constexpr, KW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+                  FLIP: tl.constexpr, ROW_MASK: tl.constexpr, COL_MASK: tl.constexpr):
+    if FLIP:
+        w_row = w_base + (KH - 1 - i) * KW
+    else:
+        w_row = w_base + i * KW
+    r = rows + i * DH
+    r_ok = ((r >= 0) & (r < LIM_H))[:, None]
+    return _nchw_taps_row(acc, p + (i * DH) * s_h, s_w, r_ok, cols, LIM_W, w_row, KW, DW, FLIP,
+                          ROW_MASK, COL_MASK)
+
+
+@triton.jit
+def _nchw_taps(acc, p, s_h, s_w, rows, LIM_H, cols, LIM_W, w_base,
+               KH: tl.constexpr, KW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+               FLIP: tl.constexpr, ROW_MASK: tl.constexpr, COL_MASK: tl.constexpr):
+    """acc[r, c] += sum over taps (i, j) of src[rows[r] + i * DH, cols[c] + j * DW] * w[tap],
+    where p = the pointer tile of src[rows, cols] (computed once: every tap is p plus a scalar row
+    offset and a column offset, an immediate when s_w is 1); w[tap] = w_base[i * KW + j], or the
+    flipped tap when FLIP.  Rows (cols) are masked to [0, LIM_H) ([0, LIM_W)) only when ROW_MASK
+    (COL_MASK): tiles whose window is known in bounds skip the masks."""
+    if KH * KW <= 25:
+        for i in tl.static_range(KH):
+            acc = _nchw_taps_kh(acc, p, s_h, s_w, rows, LIM_H, cols, LIM_W, w_base, i, KH, KW,
+                                DH, DW, FLIP, ROW_MASK, COL_MASK)
+    else:  # a loop over kernel rows bounds the registers (7x7 fully unrolled spills)
+        for i in range(KH):
+            acc = _nchw_taps_kh(acc, p, s_h, s_w, rows, LIM_H, cols, LIM_W, w_base, i, KH, KW,
+                                DH, DW, FLIP, ROW_MASK, COL_MASK)
+    return acc
+
+
+@triton.jit
+def _nchw_window_in(r0, c0, LIM_H, LIM_W, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+                    S_H: tl.constexpr, S_W: tl.constexpr, SPAN_H: tl.constexpr,
+                    SPAN_W: tl.constexpr, off_h, off_w, OUT_H, OUT_W):
+    """Whether the tile's rows r0 .. r0 + BLOCK_H - 1 (its cols) are all < OUT_H (OUT_W) and
+    their source window rows r * S_H + off_h + [0, SPAN_H] (cols) lie in [0, LIM_H) ([0, LIM_W))."""
+    rows_in = ((r0 + BLOCK_H <= OUT_H) & (r0 * S_H + off_h >= 0)
+               & ((r0 + BLOCK_H - 1) * S_H + off_h + SPAN_H < LIM_H))
+    cols_in = ((c0 + BLOCK_W <= OUT_W) & (c0 * S_W + off_w >= 0)
+               & ((c0 + BLOCK_W - 1) * S_W + off_w + SPAN_W < LIM_W))
+    return rows_in, cols_in
+
+
+@triton.jit
+def _nchw_taps_m(acc, p, s_m, s_h, s_w, rows, LIM_H, cols, LIM_W, w_base, M,
+                 KH: tl.constexpr, KW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+                 FLIP: tl.constexpr, ROW_MASK: tl.constexpr, COL_MASK: tl.constexpr):
+    """_nchw_taps summed over M source planes (pointer step s_m, weight step KH * KW)."""
+    acc = _nchw_taps(acc, p, s_h, s_w, rows, LIM_H, cols, LIM_W, w_base, KH, KW, DH, DW, FLIP,
+                     ROW_MASK, COL_MASK)
+    for mm in range(1, M):
+        acc = _nchw_taps(acc, p + mm * s_m, s_h, s_w, rows, LIM_H, cols, LIM_W,
+                         w_base + mm * (KH * KW), KH, KW, DH, DW, FLIP, ROW_MASK, COL_MASK)
+    return acc
+
+
+@triton.jit
+def _nchw_conv_tile(acc, src_base, s_m, M, s_h, s_w, rows, LIM_H, cols, LIM_W, w_base, rows_in,
+                    cols_in, dst_base, d_h, d_w, orow, OUT_H, ocol, OUT_W, b_ptr, oc,
+                    KH: tl.constexpr, KW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+                    FLIP: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """The taps (see _nchw_taps) of M source planes over source window rows / cols `rows` /
+    `cols`, bias, store of the [orow, ocol] tile; three paths: window in bounds (no masks), rows
+    in bounds (column masks), any (row and column masks)."""
+    p = src_base + (rows[:, None] * s_h + cols[None, :] * s_w)
+    dst = dst_base + (orow[:, None] * d_h + ocol[None, :] * d_w)
+    if rows_in:
+        if cols_in:
+            acc = _nchw_taps_m(acc, p, s_m, s_h, s_w, rows, LIM_H, cols, LIM_W, w_base, M, KH,
+                               KW, DH, DW, FLIP, False, False)
+            if HAS_BIAS:
+                acc += tl.load(b_ptr + oc).to(acc.dtype)
+            tl.store(dst, acc.to(dst_base.dtype.element_ty))
+        else:
+            acc = _nchw_taps_m(acc, p, s_m, s_h, s_w, rows, LIM_H, cols, LIM_W, w_base, M, KH,
+                               KW, DH, DW, FLIP, False, True)
+            if HAS_BIAS:
+                acc += tl.load(b_ptr + oc).to(acc.dtype)
+            tl.store(dst, acc.to(dst_base.dtype.element_ty), mask=(ocol < OUT_W)[None, :])
+    else:
+        acc = _nchw_taps_m(acc, p, s_m, s_h, s_w, rows, LIM_H, cols, LIM_W, w_base, M, KH, KW,
+                           DH, DW, FLIP, True, True)
+        if HAS_BIAS:
+            acc += tl.load(b_ptr + oc).to(acc.dtype)
+        tl.store(dst, acc.to(dst_base.dtype.element_ty),
+                 mask=(orow < OUT_H)[:, None] & (ocol < OUT_W)[None, :])
 
 
 @triton.jit
@@ -188,49 +302,117 @@ def _dw_fwd_nchw_kernel(
     HAS_BIAS: tl.constexpr, ACC_F64: tl.constexpr, INT64: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
 ):
-    n, oc, oh, ow = _nchw_tile(tl.program_id(0), C_out, H_out, W_out, BLOCK_H, BLOCK_W, INT64)
+    n, oc, oh, ow, oh0, ow0 = _nchw_tile(tl.program_id(0), C_out, H_out, W_out, BLOCK_H, BLOCK_W,
+                                         INT64)
+    if INT64:
+        oh0 = oh0.to(tl.int64)
+        ow0 = ow0.to(tl.int64)
     ic = oc // M
-    ih0 = oh * SH - pad_t
-    iw0 = ow * SW - pad_l
     acc = _zeros_2d(BLOCK_H, BLOCK_W, ACC_F64)
-
-    x_base = x_ptr + n.to(tl.int64) * sxn + ic.to(tl.int64) * sxc
-    w_base = w_ptr + oc * (KH * KW)
-    if KH * KW <= 64:
-        for kh in tl.static_range(KH):
-            acc = _fwd_nchw_kh(acc, x_base, ih0, iw0, H, W, sxh, sxw, w_base, kh, KW, DH, DW)
-    else:
-        for kh in range(KH):
-            acc = _fwd_nchw_kh(acc, x_base, ih0, iw0, H, W, sxh, sxw, w_base, kh, KW, DH, DW)
-    if HAS_BIAS:
-        acc += tl.load(b_ptr + oc).to(acc.dtype)
-
-    _store_nchw_tile(y_ptr + n.to(tl.int64) * syn + oc.to(tl.int64) * syc, acc, oh, ow,
-                     H_out, W_out, syh, syw)
+    rows_in, cols_in = _nchw_window_in(oh0, ow0, H, W, BLOCK_H, BLOCK_W, SH, SW, (KH - 1) * DH,
+                                       (KW - 1) * DW, -pad_t, -pad_l, H_out, W_out)
+    _nchw_conv_tile(acc, x_ptr + n.to(tl.int64) * sxn + ic.to(tl.int64) * sxc, 0, 1, sxh, sxw,
+                    oh * SH - pad_t, H, ow * SW - pad_l, W, w_ptr + oc * (KH * KW),
+                    rows_in, cols_in, y_ptr + n.to(tl.int64) * syn + oc.to(tl.int64) * syc,
+                    syh, syw, oh, H_out, ow, W_out, b_ptr, oc, KH, KW, DH, DW, False, HAS_BIAS)
 
 
 # ----------------------------------------------------------------------------------------------
 # Forward, channels_last
 # ----------------------------------------------------------------------------------------------
 @triton.jit
-def _fwd_nhwc_row(acc, x_base, ih_off, ih_ok, iw0, W, sxw, c_off, c_ok, wt_ptr, oc, C_out, kh,
-                  KW: tl.constexpr, DW: tl.constexpr):
-    for kw in tl.static_range(KW):
-        iw = iw0 + kw * DW
-        pm = ih_ok & (iw >= 0) & (iw < W)
-        xv = tl.load(x_base + (ih_off + iw * sxw)[:, None] + c_off[None, :],
-                     mask=pm[:, None] & c_ok[None, :], other=0.0)
-        wv = tl.load(wt_ptr + (kh * KW + kw) * C_out + oc, mask=c_ok, other=0.0)
+def _nhwc_taps_kh(acc, p, s_h, s_w, rows, LIM_H, cols, LIM_W, wt_base, C_w, c_ok, i,
+                  KH: tl.constexpr, KW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+                  FLIP: tl.constexpr, PIX_MASK: tl.constexpr, CH_MASK: tl.constexpr):
+    r = rows + i * DH
+    r_ok = (r >= 0) & (r < LIM_H)
+    p_i = p + (i * DH) * s_h
+    for j in tl.static_range(KW):
+        if FLIP:
+            tap = (KH - 1 - i) * KW + (KW - 1 - j)
+        else:
+            tap = i * KW + j
+        if PIX_MASK:
+            c = cols + j * DW
+            pm = r_ok & (c >= 0) & (c < LIM_W)
+            xv = tl.load(p_i + (j * DW) * s_w, mask=pm[:, None] & c_ok[None, :], other=0.0)
+        elif CH_MASK:
+            xv = tl.load(p_i + (j * DW) * s_w, mask=c_ok[None, :], other=0.0)
+        else:
+            xv = tl.load(p_i + (j * DW) * s_w)
+        if CH_MASK:
+            wv = tl.load(wt_base + tap * C_w, mask=c_ok, other=0.0)
+        else:
+            wv = tl.load(wt_base + tap * C_w)
         acc += xv.to(acc.dtype) * wv.to(acc.dtype)[None, :]
     return acc
 
 
 @triton.jit
-def _fwd_nhwc_kh(acc, x_base, ih0, iw0, H, W, sxh, sxw, c_off, c_ok, wt_ptr, oc, C_out, kh,
-                 KW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr):
-    ih = ih0 + kh * DH
-    return _fwd_nhwc_row(acc, x_base, ih * sxh, (ih >= 0) & (ih < H), iw0, W, sxw, c_off, c_ok,
-                         wt_ptr, oc, C_out, kh, KW, DW)
+def _nhwc_taps(acc, p, s_h, s_w, rows, LIM_H, cols, LIM_W, wt_base, C_w, c_ok,
+               KH: tl.constexpr, KW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+               FLIP: tl.constexpr, PIX_MASK: tl.constexpr, CH_MASK: tl.constexpr):
+    """acc[q, c] += sum over taps (i, j) of src[rows[q] + i * DH, cols[q] + j * DW, c] * wt[tap, c]
+    with p = the [pixels, channels] pointer tile of src[rows, cols] (each tap is p plus one scalar
+    offset) and wt[tap, c] = wt_base[tap * C_w] (the flipped tap when FLIP).  Pixels are masked to
+    the [0, LIM_H) x [0, LIM_W) window only when PIX_MASK, channels by c_ok only when CH_MASK or
+    PIX_MASK."""
+    if KH * KW <= 25:
+        for i in tl.static_range(KH):
+            acc = _nhwc_taps_kh(acc, p, s_h, s_w, rows, LIM_H, cols, LIM_W, wt_base, C_w, c_ok, i,
+                                KH, KW, DH, DW, FLIP, PIX_MASK, CH_MASK)
+    else:  # a loop over kernel rows bounds the registers (7x7 fully unrolled spills)
+        for i in range(KH):
+            acc = _nhwc_taps_kh(acc, p, s_h, s_w, rows, LIM_H, cols, LIM_W, wt_base, C_w, c_ok, i,
+                                KH, KW, DH, DW, FLIP, PIX_MASK, CH_MASK)
+    return acc
+
+
+@triton.jit
+def _nhwc_taps_m(acc, p, s_m, s_h, s_w, rows, LIM_H, cols, LIM_W, wt_base, C_w, c_ok, M,
+                 KH: tl.constexpr, KW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+                 FLIP: tl.constexpr, PIX_MASK: tl.constexpr, CH_MASK: tl.constexpr):
+    """_nhwc_taps summed over M source channels per lane (pointer step s_m, weight step 1; m = 0
+    peeled: with M == 1 (specialised) the channel offsets stay provably contiguous and aligned, so
+    the loads vectorise)."""
+    acc = _nhwc_taps(acc, p, s_h, s_w, rows, LIM_H, cols, LIM_W, wt_base, C_w, c_ok, KH, KW, DH,
+                     DW, FLIP, PIX_MASK, CH_MASK)
+    for mm in range(1, M):
+        acc = _nhwc_taps(acc, p + mm * s_m, s_h, s_w, rows, LIM_H, cols, LIM_W, wt_base + mm,
+                         C_w, c_ok, KH, KW, DH, DW, FLIP, PIX_MASK, CH_MASK)
+    return acc
+
+
+@triton.jit
+def _nhwc_conv_tile(acc, src_base, c_off, s_m, M, s_h, s_w, rows, LIM_H, cols, LIM_W, wt_base,
+                    C_w, c_ok, win_in, ch_full, dst_base, d_h, d_w, d_c, orow, OUT_H, ocol, OUT_W,
+                    och, b_ptr, KH: tl.constexpr, KW: tl.constexpr, DH: tl.constexpr,
+                    DW: tl.constexpr, FLIP: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """The taps (see _nhwc_taps) of M source channels per lane, bias, store of the tile; three
+    paths: window in bounds and all channels valid (no masks), window in bounds (channel masks),
+    any (pixel and channel masks)."""
+    p = src_base + (rows * s_h + cols * s_w)[:, None] + c_off[None, :]
+    dst = dst_base + (orow * d_h + ocol * d_w)[:, None] + (och * d_c)[None, :]
+    if win_in:
+        if ch_full:
+            acc = _nhwc_taps_m(acc, p, s_m, s_h, s_w, rows, LIM_H, cols, LIM_W, wt_base, C_w,
+                               c_ok, M, KH, KW, DH, DW, FLIP, False, False)
+            if HAS_BIAS:
+                acc += tl.load(b_ptr + och).to(acc.dtype)[None, :]
+            tl.store(dst, acc.to(dst_base.dtype.element_ty))
+        else:
+            acc = _nhwc_taps_m(acc, p, s_m, s_h, s_w, rows, LIM_H, cols, LIM_W, wt_base, C_w,
+                               c_ok, M, KH, KW, DH, DW, FLIP, False, True)
+            if HAS_BIAS:
+                acc += tl.load(b_ptr + och, mask=c_ok, other=0.0).to(acc.dtype)[None, :]
+            tl.store(dst, acc.to(dst_base.dtype.element_ty), mask=c_ok[None, :])
+    else:
+        acc = _nhwc_taps_m(acc, p, s_m, s_h, s_w, rows, LIM_H, cols, LIM_W, wt_base, C_w, c_ok,
+                           M, KH, KW, DH, DW, FLIP, True, True)
+        if HAS_BIAS:
+            acc += tl.load(b_ptr + och, mask=c_ok, other=0.0).to(acc.dtype)[None, :]
+        pm = (orow < OUT_H) & (ocol < OUT_W)
+        tl.store(dst, acc.to(dst_base.dtype.element_ty), mask=pm[:, None] & c_ok[None, :])
 
 
 @triton.jit
@@ -245,29 +427,16 @@ def _dw_fwd_nhwc_kernel(
     HAS_BIAS: tl.constexpr, ACC_F64: tl.constexpr, INT64: tl.constexpr,
     TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    n, oh, ow, oc, c_ok = _nhwc_tile(tl.program_id(0), C_out, H_out, W_out, TILE_H, TILE_W,
-                                     BLOCK_C, INT64)
+    n, oh, ow, oc, c_ok, oh0, ow0, oc0 = _nhwc_tile(tl.program_id(0), C_out, H_out, W_out, TILE_H,
+                                                    TILE_W, BLOCK_C, INT64)
     ic = oc // M
-    c_off = ic * sxc
-    ih0 = oh * SH - pad_t
-    iw0 = ow * SW - pad_l
     acc = _zeros_2d(TILE_H * TILE_W, BLOCK_C, ACC_F64)
-
-    x_base = x_ptr + n.to(tl.int64) * sxn
-    if KH * KW <= 64:
-        for kh in tl.static_range(KH):
-            acc = _fwd_nhwc_kh(acc, x_base, ih0, iw0, H, W, sxh, sxw, c_off, c_ok, wt_ptr, oc,
-                               C_out, kh, KW, DH, DW)
-    else:
-        for kh in range(KH):
-            acc = _fwd_nhwc_kh(acc, x_base, ih0, iw0, H, W, sxh, sxw, c_off, c_ok, wt_ptr, oc,
-                               C_out, kh, KW, DH, DW)
-    if HAS_BIAS:
-        bv = tl.load(b_ptr + oc, mask=c_ok, other=0.0)
-        acc += bv.to(acc.dtype)[None, :]
-
-    _store_nhwc_tile(y_ptr + n.to(tl.int64) * syn, acc, oh, ow, H_out, W_out, syh, syw,
-                     oc, syc, c_ok)
+    rows_in, cols_in = _nchw_window_in(oh0, ow0, H, W, TILE_H, TILE_W, SH, SW, (KH - 1) * DH,
+                                       (KW - 1) * DW, -pad_t, -pad_l, H_out, W_out)
+    _nhwc_conv_tile(acc, x_ptr + n.to(tl.int64) * sxn, ic * sxc, 0, 1, sxh, sxw, oh * SH - pad_t,
+                    H, ow * SW - pad_l, W, wt_ptr + oc, C_out, c_ok, rows_in & cols_in,
+                    oc0 + BLOCK_C <= C_out, y_ptr + n.to(tl.int64) * syn, syh, syw, syc, oh,
+                    H_out, ow, W_out, oc, b_ptr, KH, KW, DH, DW, False, HAS_BIAS)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -322,19 +491,30 @@ def _dw_bwd_in_nchw_kernel(
     ACC_F64: tl.constexpr, INT64: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
 ):
-    n, ic, ih, iw = _nchw_tile(tl.program_id(0), C_in, H, W, BLOCK_H, BLOCK_W, INT64)
-    ih_p = ih + pad_t
-    iw_p = iw + pad_l
+    n, ic, ih, iw, ih0, iw0 = _nchw_tile(tl.program_id(0), C_in, H, W, BLOCK_H, BLOCK_W, INT64)
     acc = _zeros_2d(BLOCK_H, BLOCK_W, ACC_F64)
-
-    for mm in range(M):
-        oc = ic * M + mm
-        go_base = go_ptr + n.to(tl.int64) * sgn + oc.to(tl.int64) * sgc
-        acc = _bwd_in_nchw_taps(acc, go_base, ih_p, iw_p, H_out, W_out, sgh, sgw,
-                                w_ptr + oc * (KH * KW), KH, KW, SH, SW, DH, DW)
-
-    _store_nchw_tile(gi_ptr + n.to(tl.int64) * sin + ic.to(tl.int64) * sic, acc, ih, iw,
-                     H, W, sih, siw)
+    go_base = go_ptr + n.to(tl.int64) * sgn + (ic * M).to(tl.int64) * sgc
+    gi_base = gi_ptr + n.to(tl.int64) * sin + ic.to(tl.int64) * sic
+    if SH == 1 and SW == 1:
+        # stride 1: the forward with flipped taps over grad_output rows ih + pad_t - kh * DH
+        if INT64:
+            ih0 = ih0.to(tl.int64)
+            iw0 = iw0.to(tl.int64)
+        off_h = pad_t - (KH - 1) * DH
+        off_w = pad_l - (KW - 1) * DW
+        rows_in, cols_in = _nchw_window_in(ih0, iw0, H_out, W_out, BLOCK_H, BLOCK_W, 1, 1,
+                                           (KH - 1) * DH, (KW - 1) * DW, off_h, off_w, H, W)
+        _nchw_conv_tile(acc, go_base, sgc, M, sgh, sgw, ih + off_h, H_out, iw + off_w, W_out,
+                        w_ptr + ic * M * (KH * KW), rows_in, cols_in, gi_base, sih, siw, ih, H,
+                        iw, W, w_ptr, ic, KH, KW, DH, DW, True, False)
+    else:
+        ih_p = ih + pad_t
+        iw_p = iw + pad_l
+        for mm in range(M):
+            oc = ic * M + mm
+            acc = _bwd_in_nchw_taps(acc, go_base + mm * sgc, ih_p, iw_p, H_out, W_out, sgh, sgw,
+                                    w_ptr + oc * (KH * KW), KH, KW, SH, SW, DH, DW)
+        _store_nchw_tile(gi_base, acc, ih, iw, H, W, sih, siw)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -389,25 +569,35 @@ def _dw_bwd_in_nhwc_kernel(
     ACC_F64: tl.constexpr, INT64: tl.constexpr,
     TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    n, ih, iw, ic, c_ok = _nhwc_tile(tl.program_id(0), C_in, H, W, TILE_H, TILE_W, BLOCK_C,
-                                     INT64)
+    n, ih, iw, ic, c_ok, ih0, iw0, ic0 = _nhwc_tile(tl.program_id(0), C_in, H, W, TILE_H, TILE_W,
+                                                    BLOCK_C, INT64)
     C_out = C_in * M
-    ih_p = ih + pad_t
-    iw_p = iw + pad_l
     acc = _zeros_2d(TILE_H * TILE_W, BLOCK_C, ACC_F64)
-
     go_base = go_ptr + n.to(tl.int64) * sgn
-    # m = 0 peeled: with M == 1 (specialised) the channel offsets stay provably contiguous and
-    # aligned, so the loads vectorise.
-    oc = ic * M
-    acc = _bwd_in_nhwc_taps(acc, go_base, ih_p, iw_p, H_out, W_out, sgh, sgw, oc * sgc, c_ok,
-                            wt_ptr, oc, C_out, KH, KW, SH, SW, DH, DW)
-    for mm in range(1, M):
-        oc = ic * M + mm
+    if SH == 1 and SW == 1:
+        # stride 1: the forward with flipped taps over grad_output pixels ih + pad_t - kh * DH
+        off_h = pad_t - (KH - 1) * DH
+        off_w = pad_l - (KW - 1) * DW
+        rows_in, cols_in = _nchw_window_in(ih0, iw0, H_out, W_out, TILE_H, TILE_W, 1, 1,
+                                           (KH - 1) * DH, (KW - 1) * DW, off_h, off_w, H, W)
+        _nhwc_conv_tile(acc, go_base, (ic * M) * sgc, sgc, M, sgh, sgw, ih + off_h, H_out,
+                        iw + off_w, W_out, wt_ptr + ic * M, C_out, c_ok, rows_in & cols_in,
+                        ic0 + BLOCK_C <= C_in, gi_ptr + n.to(tl.int64) * sin, sih, siw, sic, ih,
+                        H, iw, W, ic, wt_ptr, KH, KW, DH, DW, True, False)
+    else:
+        ih_p = ih + pad_t
+        iw_p = iw + pad_l
+        # m = 0 peeled: with M == 1 (specialised) the channel offsets stay provably contiguous
+        # and aligned, so the loads vectorise.
+        oc = ic * M
         acc = _bwd_in_nhwc_taps(acc, go_base, ih_p, iw_p, H_out, W_out, sgh, sgw, oc * sgc, c_ok,
                                 wt_ptr, oc, C_out, KH, KW, SH, SW, DH, DW)
-
-    _store_nhwc_tile(gi_ptr + n.to(tl.int64) * sin, acc, ih, iw, H, W, sih, siw, ic, sic, c_ok)
+        for mm in range(1, M):
+            oc = ic * M + mm
+            acc = _bwd_in_nhwc_taps(acc, go_base, ih_p, iw_p, H_out, W_out, sgh, sgw, oc * sgc,
+                                    c_ok, wt_ptr, oc, C_out, KH, KW, SH, SW, DH, DW)
+        _store_nhwc_tile(gi_ptr + n.to(tl.int64) * sin, acc, ih, iw, H, W, sih, siw, ic, sic,
+                         c_ok)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -547,7 +737,7 @@ def _nchw_tile_configs(w_extent):
     elif w_extent <= 32:
         c = [(16, 32, 4), (8, 32, 2), (32, 32, 4)]
     else:
-        c = [(8, 64, 4), (16, 64, 4), (4, 128, 4), (8, 128, 8), (32, 32, 4)]
+        c = [(8, 64, 2), (8, 64, 4), (16, 64, 4), (4, 128, 4), (8, 128, 8), (32, 32, 4)]
     return [_cfg(nw, BLOCK_H=bh, BLOCK_W=bw) for bh, bw, nw in c]
 
 
@@ -664,6 +854,17 @@ def _alloc_like_format(shape, ref, dtype):
     return torch.empty(shape, dtype=dtype, device=ref.device), False
 
 
+def _acc_weights(weight, C_out, KK, taps_major):
+    """The weights as a contiguous (C_out, KK) matrix, or (KK, C_out) when taps_major, in the
+    accumulation dtype (float32, float64 for float64): the bf16 / fp16 -> float32 conversion is
+    exact and done once here instead of by every program."""
+    w = weight.reshape(C_out, KK)
+    if taps_major:
+        w = w.t()
+    dt = torch.float64 if weight.dtype == torch.float64 else torch.float32
+    return torch.empty(w.shape, dtype=dt, device=weight.device).copy_(w)
+
+
 def _out_size(size, lo, hi, d, k, s):
     return (size + lo + hi - d * (k - 1) - 1) // s + 1
 
@@ -699,7 +900,7 @@ def _triton_depthwise_conv2d(input: torch.Tensor, weight: torch.Tensor,
     int64 = _needs_int64(input, y)
     acc64 = input.dtype == torch.float64
     if cl:
-        wt = weight.reshape(C_out, KH * KW).t().contiguous()
+        wt = _acc_weights(weight, C_out, KH * KW, True)
         b = bias.contiguous() if has_bias else wt
         kern = _tuner(_dw_fwd_nhwc_kernel, _CONV_KEY, _nhwc_tile_configs, (_size_class(C_out),))
 
@@ -708,7 +909,7 @@ def _triton_depthwise_conv2d(input: torch.Tensor, weight: torch.Tensor,
                     * triton.cdiv(H_out, meta["TILE_H"]) * triton.cdiv(W_out, meta["TILE_W"]),)
         w_arg = wt
     else:
-        w_arg = weight.reshape(C_out, KH * KW).contiguous()
+        w_arg = _acc_weights(weight, C_out, KH * KW, False)
         b = bias.contiguous() if has_bias else w_arg
         kern = _tuner(_dw_fwd_nchw_kernel, _CONV_KEY, _nchw_tile_configs, (_size_class(W_out),))
 
@@ -755,7 +956,7 @@ def _triton_depthwise_conv2d_backward_input(grad_output: torch.Tensor, weight: t
     int64 = _needs_int64(grad_output, gi)
     acc64 = grad_output.dtype == torch.float64
     if cl:
-        w_arg = weight.reshape(C_out, KH * KW).t().contiguous()
+        w_arg = _acc_weights(weight, C_out, KH * KW, True)
         kern = _tuner(_dw_bwd_in_nhwc_kernel, _BWD_IN_KEY, _nhwc_tile_configs,
                       (_size_class(C_in),))
 
@@ -763,7 +964,7 @@ def _triton_depthwise_conv2d_backward_input(grad_output: torch.Tensor, weight: t
             return (triton.cdiv(C_in, meta["BLOCK_C"]) * N
                     * triton.cdiv(H, meta["TILE_H"]) * triton.cdiv(W, meta["TILE_W"]),)
     else:
-        w_arg = weight.reshape(C_out, KH * KW).contiguous()
+        w_arg = _acc_weights(weight, C_out, KH * KW, False)
         kern = _tuner(_dw_bwd_in_nchw_kernel, _BWD_IN_KEY, _nchw_tile_configs, (_size_class(W),))
 
         def grid(meta):

@@ -847,6 +847,12 @@ def _is_fake(t):
     return isinstance(t, FakeTensor) or t.device.type == "meta"
 
 
+def _tensor_core_path():
+    """The large-kernel tensor-core kernels (imported here: that module imports this one)."""
+    from . import depthwise_conv2d_tc
+    return depthwise_conv2d_tc
+
+
 def _alloc_like_format(shape, ref, dtype):
     if suggest_memory_format(ref) == torch.channels_last:
         return torch.empty(shape, dtype=dtype, device=ref.device,
@@ -896,6 +902,9 @@ def _triton_depthwise_conv2d(input: torch.Tensor, weight: torch.Tensor,
     y, cl = _alloc_like_format((N, C_out, H_out, W_out), input, input.dtype)
     if y.numel() == 0 or _is_fake(y):
         return y
+    tc = _tensor_core_path()
+    if tc.applies(input.dtype, (KH, KW), stride, dilation, input, y):
+        return tc.forward(input, weight, bias, stride, padding, dilation, y)
     has_bias = bias is not None
     int64 = _needs_int64(input, y)
     acc64 = input.dtype == torch.float64
@@ -953,6 +962,9 @@ def _triton_depthwise_conv2d_backward_input(grad_output: torch.Tensor, weight: t
         return gi
     if grad_output.numel() == 0:
         return gi.zero_()
+    tc = _tensor_core_path()
+    if tc.applies(grad_output.dtype, (KH, KW), stride, dilation, grad_output, gi):
+        return tc.backward_input(grad_output, weight, stride, padding, dilation, gi)
     int64 = _needs_int64(grad_output, gi)
     acc64 = grad_output.dtype == torch.float64
     if cl:
@@ -1010,6 +1022,10 @@ def _triton_depthwise_conv2d_backward_weight(grad_output: torch.Tensor, input: t
         gb = (torch.zeros((C_out,), dtype=dtype, device=dev) if compute_bias
               else torch.empty((0,), dtype=dtype, device=dev))
         return gw, gb
+    tc = _tensor_core_path()
+    if tc.applies(dtype, (KH, KW), stride, dilation, grad_output, input):
+        return tc.backward_weight(grad_output, input, kernel_size, stride, padding, dilation,
+                                  compute_bias)
     acc64 = dtype == torch.float64
     ws_dtype = torch.float64 if acc64 else torch.float32
     int64 = _needs_int64(grad_output, input)

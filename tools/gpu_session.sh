@@ -3,6 +3,7 @@
 # (or /tmp/convext_out). Usage: bash tools/gpu_session.sh [steps...]
 #   build       python setup.py build_ext --inplace (the CUDA kernels for sm_90)
 #   selfcheck   bench/cuda_selfcheck_*.py: CUDA fwd / grad-input / grad-weight vs float64 + timings
+#   selfchecktc the fwd / grad-input self-check with the opt-in CUDA tensor-core path (CONVEXT_CUDA_TC=1)
 #   testcuda    GPU tests without the Triton ones        testtriton  the Triton GPU tests
 #   test        both                                     testall     every test (CPU ones too)
 #   warm        compiles the Triton kernels of both bench suites in parallel processes (their
@@ -48,6 +49,7 @@ for step in $steps; do
   case $step in
     build) (time python3 setup.py -q build_ext --inplace) > "$OUT/build.log" 2>&1; rc=$?; tail -5 "$OUT/build.log"; [ $rc = 0 ] || { echo BUILD FAILED; tail -60 "$OUT/build.log"; exit 1; } ;;
     selfcheck) for f in bench/cuda_selfcheck_*.py; do echo "--- $f"; timeout 240 python3 "$f" > "$OUT/$(basename $f .py).log" 2>&1; echo "rc=$?"; grep -E "FAIL|Error|error|SUMMARY|summary|PASS.*total" "$OUT/$(basename $f .py).log" | head -40; done ;;
+    selfchecktc) CONVEXT_CUDA_TC=1 timeout 240 python3 bench/cuda_selfcheck_fwd_bwd_input.py > "$OUT/selfcheck_tc.log" 2>&1; echo "rc=$?"; grep -E "FAIL|Error|error|SUMMARY|summary|PASS.*total|replk|large13" "$OUT/selfcheck_tc.log" | head -40 ;;
     testcuda) gpu_tests test_gpu_cuda "not triton" 420 ;;
     testtriton) gpu_tests test_gpu_triton "triton" 500 ;;
     test) gpu_tests test_gpu "" 540 ;;

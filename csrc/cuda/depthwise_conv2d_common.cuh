@@ -180,5 +180,10 @@ struct CorrArgs {
 void run_depthwise_engine(const at::Tensor& src, const at::Tensor& weight, const at::Tensor* bias,
                           const at::Tensor& dst, CorrArgs a);
 
+// Large-kernel stride-1 correlation on tensor cores (depthwise_conv2d_tc.cu): true when it ran.
+// fp16 / bf16 only, opt-in with CONVEXT_CUDA_TC=1 until validated on a GPU.
+template <typename T>
+bool try_tensor_core(const at::Tensor& src, const at::Tensor& dst, const CorrArgs& a, cudaStream_t stream);
+
 }  // namespace cuda
 }  // namespace convext

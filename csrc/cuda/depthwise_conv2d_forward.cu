@@ -1287,6 +1287,7 @@ void run_engine_typed(const at::Tensor& src, const at::Tensor& dst, const CorrAr
   const bool dst_cl = dst.suggest_memory_format() == at::MemoryFormat::ChannelsLast && a.C_dst > 1;
   if constexpr (!std::is_same_v<T, double>) {
     if (a.gather && fast_path_enabled(kFpGather) && try_gather_fast<T>(src, dst, a, dst_cl, stream)) return;
+    if (!a.gather && try_tensor_core<T>(src, dst, a, stream)) return;
     if (!a.gather && a.sh == a.sw && (a.sh == 1 || a.sh == 2)) {
       const bool k3 = a.KH == 3 && a.KW == 3, k5 = a.KH == 5 && a.KW == 5, k7 = a.KH == 7 && a.KW == 7;
       if (dst_cl) {

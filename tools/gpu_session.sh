@@ -6,7 +6,7 @@
 #   selfchecktc the fwd / grad-input self-check with the opt-in CUDA tensor-core path (CONVEXT_CUDA_TC=1)
 #   testcuda    GPU tests without the Triton ones        testtriton  the Triton GPU tests
 #   test        both                                     testall     every test (CPU ones too)
-#   warm        compiles the Triton kernels of both bench suites in parallel processes (their
+#   warm        (warmdw, warmsep: one suite) compiles the Triton kernels of both bench suites in parallel processes (their
 #               autotune timings are thrown away), so the serial bench that follows only loads
 #               kernels from the cache and times them
 #   benchdw     full depthwise suite (torch, cuda, triton; fwd, bwd, fwd+bwd) + summary
@@ -37,8 +37,8 @@ bench_op() {  # $1: bench module, $2: timeout, rest: bench args
   timeout "$t" python3 -m "bench.$mod" --no-progress "$@" > "$OUT/bench_$mod$*.log" 2>&1; echo "rc=$?"
   tail -90 "$OUT/bench_$mod$*.log"; cp bench/results/*.csv bench/results/*.png "$OUT/" 2>/dev/null
 }
-warm() {  # one process per (suite, shape), 8 at a time; only the Triton provider, every mode
-  for mod in depthwise_conv2d depthwise_separable_conv2d; do
+warm() {  # $@: bench modules; one process per (suite, shape), 8 at a time; Triton provider, every mode
+  for mod in "$@"; do
     python3 -c "from bench.$mod import GPU_SUITE; print('\n'.join(GPU_SUITE))" | sed "s/^/$mod /"
   done | xargs -P 8 -L 1 sh -c 'timeout 500 python3 -m "bench.$0" --shapes "$1" --providers convext:triton \
       --csv /dev/null --no-plot --no-progress > /dev/null 2>&1 || echo "warm $0 $1: rc=$?"'
@@ -54,7 +54,9 @@ for step in $steps; do
     testtriton) gpu_tests test_gpu_triton "triton" 500 ;;
     test) gpu_tests test_gpu "" 540 ;;
     testall) timeout 540 python3 -m pytest tests -q -ra -p no:cacheprovider "${XDIST[@]}" > "$OUT/test_all.log" 2>&1; echo "rc=$?"; grep -E "passed|failed|FAILED" "$OUT/test_all.log" | tail -30 ;;
-    warm) (time warm) 2>&1 | tail -20 ;;
+    warm) (time warm depthwise_conv2d depthwise_separable_conv2d) 2>&1 | tail -20 ;;
+    warmdw) (time warm depthwise_conv2d) 2>&1 | tail -20 ;;
+    warmsep) (time warm depthwise_separable_conv2d) 2>&1 | tail -20 ;;
     bench) timeout 300 python3 -m bench --quick --no-progress > "$OUT/bench_quick.log" 2>&1; echo "rc=$?"; tail -60 "$OUT/bench_quick.log"; cp bench/results/*.csv bench/results/*.png "$OUT/" 2>/dev/null ;;
     benchdw) bench_op depthwise_conv2d 560 ;;
     benchsep) bench_op depthwise_separable_conv2d 560 ;;

@@ -71,3 +71,59 @@ case_fwd(1, 2, 1, 20, 23, 9, 9, (4, 4), (1, 1))
 case_fwd(1, 1, 2, 17, 70, 13, 13, (6, 6), (1, 1))
 case_fwd(1, 1, 1, 40, 30, 9, 11, (4, 5), (2, 1))
 case_fwd(1, 1, 1, 33, 70, 31, 31, (0, 0), (1, 1))
+
+
+def emulate_weight(x, go, KH, KW, dh, dw, pt, pl, M):
+    """tc_weight_kernel: per (oc, n, row block, column group) partials of the band diagonals."""
+    N, C, H, W = x.shape
+    _, C_out, H_out, W_out = go.shape
+    BK = math.ceil((16 + (KW - 1) * dw) / 16) * 16
+    LDA = math.ceil((kGroupW - 16 + BK) / 16) * 16 + 16
+    NW = 1 if H_out <= 16 else 2 if H_out <= 32 else 4
+    BH = 16 * NW
+    AROWS = BH + (KH - 1) * dh
+    row_blocks, groups = math.ceil(H_out / BH), math.ceil(W_out / kGroupW)
+    parts = N * row_blocks * groups
+    ws = np.full((parts, C_out, KH * KW), np.nan)
+    for oc, part in itertools.product(range(C_out), range(parts)):
+        grp = part % groups; t = part // groups; rb = t % row_blocks; n = t // row_blocks
+        ic = oc // M; y0 = rb * BH; x0 = grp * kGroupW
+        acols = kGroupW - 16 + BK
+        Xs = np.zeros((AROWS, LDA)); Gs = np.zeros((BH, kGroupW + 16))
+        for i in range(AROWS):
+            for k in range(acols):
+                iy, ix = y0 - pt + i, x0 - pl + k
+                if 0 <= iy < H and 0 <= ix < W:
+                    Xs[i, k] = x[n, ic, iy, ix]
+        for r in range(BH):
+            for q in range(kGroupW):
+                if y0 + r < H_out and x0 + q < W_out:
+                    Gs[r, q] = go[n, oc, y0 + r, x0 + q]
+        for warp in range(NW):
+            for kh in range(warp, KH, NW):
+                G = np.zeros((BK, 16))
+                for rr in range(0, BH, 16):
+                    for f in range(4):
+                        b = Gs[rr:rr + 16, f * 16:f * 16 + 16]
+                        a = Xs[rr + kh * dh: rr + kh * dh + 16, f * 16: f * 16 + BK]  # [16 rows x BK]
+                        assert a.shape == (16, BK)
+                        G += a.T @ b
+                for j in range(KW):
+                    ws[part, oc, kh * KW + j] = sum(G[q + j * dw, q] for q in range(16) if q + j * dw < BK)
+    return ws.sum(0).reshape(C_out, 1, KH, KW)
+
+
+def case_weight(N, C, M, H, W, KH, KW, p, d):
+    x = torch.randn(N, C, H, W, generator=rng, dtype=torch.float64)
+    w = torch.randn(C * M, 1, KH, KW, generator=rng, dtype=torch.float64, requires_grad=True)
+    y = F.conv2d(x, w, None, 1, p, d, groups=C)
+    go = torch.randn(y.shape, generator=rng, dtype=torch.float64)
+    y.backward(go)
+    gw = emulate_weight(x.numpy(), go.numpy(), KH, KW, d[0], d[1], p[0], p[1], M)
+    print("gw ", (N, C, M, H, W, KH, KW, p, d), np.abs(gw - w.grad.numpy()).max())
+
+
+case_weight(2, 2, 1, 20, 23, 9, 9, (4, 4), (1, 1))
+case_weight(1, 1, 2, 40, 70, 13, 13, (6, 6), (1, 1))
+case_weight(1, 1, 1, 40, 30, 9, 11, (4, 5), (2, 1))
+case_weight(1, 1, 1, 33, 50, 31, 31, (3, 0), (1, 1))

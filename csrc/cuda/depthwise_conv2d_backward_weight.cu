@@ -1195,6 +1195,7 @@ bool cl_eligible(const at::Tensor& x, const at::Tensor& go, const DepthwiseConv2
 template <typename scalar_t>
 void dispatch(const at::Tensor& x, const at::Tensor& go, const DepthwiseConv2dParams& p, at::Tensor& gw,
               at::Tensor& gb, bool compute_bias, cudaStream_t stream) {
+  if (cuda::try_tensor_core_weight<scalar_t>(x, go, p, gw, gb, compute_bias, stream)) return;
   if (cl_eligible<scalar_t>(x, go, p)) {
     if (try_cl_fast<scalar_t>(x, go, p, gw, gb, compute_bias, stream)) return;
     if constexpr (std::is_same_v<scalar_t, double>) {

@@ -186,4 +186,12 @@ template <typename T>
 bool try_tensor_core(const at::Tensor& src, const at::Tensor& dst, const CorrArgs& a, cudaStream_t stream);
 
 }  // namespace cuda
+struct DepthwiseConv2dParams;
+namespace cuda {
+// grad-weight (+ grad-bias) counterpart, same conditions (depthwise_conv2d_tc.cu).
+template <typename T>
+bool try_tensor_core_weight(const at::Tensor& input, const at::Tensor& grad_output, const DepthwiseConv2dParams& p,
+                            at::Tensor& gw, at::Tensor& gb, bool compute_bias, cudaStream_t stream);
+
+}  // namespace cuda
 }  // namespace convext

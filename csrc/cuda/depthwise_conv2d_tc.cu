@@ -15,8 +15,10 @@
 // rows x 4 column blocks. The products of fp16/bf16 values are exact in fp32; only the summation
 // order differs from the CUDA-core kernels.
 //
+// grad-weight: tc_weight_kernel below (band diagonals of X^T GO).
 // Opt-in until a GPU has validated it: CONVEXT_CUDA_TC=1 enables it (see try_tensor_core).
 #include "cuda/depthwise_conv2d_common.cuh"
+#include "depthwise_conv2d.h"
 
 #include <mma.h>
 
@@ -167,6 +169,119 @@ void launch_tc(const T* src, const T* w, const T* bias, T* dst, const TcCfg& g, 
   CONVEXT_LAUNCH_CHECK();
 }
 
+// grad-weight: a block owns output channel oc, image n, BH = 16*NW grad_output rows and one
+// 64-column group; it stages that grad_output tile and the input window once, then each warp takes
+// kernel rows kh = warp, warp + NW, ...:
+//   G_kh[k, q] = sum_{r, f} x[r + kh*dh, f*16 + k] * go[r, f*16 + q]   (WMMA, [BK x 16], fp32)
+//   partial[kh, j] = sum_q G_kh[q + j*dw, q]                          (band diagonals, via smem)
+// Partials per (n, row block, column group) are summed afterwards in a fixed order.
+struct TcWCfg {
+  int KH, KW, dh, dw, pt, pl;
+  int H, W, H_out, W_out;
+  int C_out, M, BK, LDA, AROWS, row_blocks, groups;
+  int64_t xs0, xs1, gs0, gs1;
+  int xs2, gs2;
+};
+
+constexpr int kLdg = kGroupW + 16;
+
+template <typename T, int NW>
+__global__ void __launch_bounds__(NW * 32)
+tc_weight_kernel(const T* __restrict__ x, const T* __restrict__ go, float* __restrict__ ws, const TcWCfg g) {
+  using namespace nvcuda;
+  using WT = typename WmmaType<T>::type;
+  constexpr int BH = 16 * NW;
+  constexpr int kMaxMb = 8;  // BK <= 128
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  WT* Xs = reinterpret_cast<WT*>(smem_raw);           // [AROWS x LDA]
+  WT* Gs = Xs + g.AROWS * g.LDA;                        // [BH x kLdg]
+  float* Ss = reinterpret_cast<float*>(Gs + BH * kLdg);  // [NW][BK x 16]
+
+  const int tid = threadIdx.x;
+  const int warp = tid >> 5;
+  const int lane = tid & 31;
+  const int oc = blockIdx.x;
+  const int64_t part = blockIdx.y;
+  const int grp = static_cast<int>(part % g.groups);
+  const int64_t t = part / g.groups;
+  const int rb = static_cast<int>(t % g.row_blocks);
+  const int64_t n = t / g.row_blocks;
+  const int ic = oc / g.M;
+  const int y0 = rb * BH;
+  const int x0 = grp * kGroupW;
+  const T* xc = x + n * g.xs0 + ic * g.xs1;
+  const T* gc = go + n * g.gs0 + oc * g.gs1;
+  const int acols = kGroupW - 16 + g.BK;
+  for (int e = tid; e < g.AROWS * acols; e += NW * 32) {
+    const int i = e / acols;
+    const int k = e - i * acols;
+    const int iy = y0 - g.pt + i;
+    const int ix = x0 - g.pl + k;
+    WT v = WmmaType<T>::zero();
+    if (static_cast<unsigned>(iy) < static_cast<unsigned>(g.H) && static_cast<unsigned>(ix) < static_cast<unsigned>(g.W))
+      v = *reinterpret_cast<const WT*>(xc + iy * g.xs2 + ix);
+    Xs[i * g.LDA + k] = v;
+  }
+  for (int e = tid; e < BH * kGroupW; e += NW * 32) {
+    const int r = e / kGroupW;
+    const int q = e - r * kGroupW;
+    const int y = y0 + r;
+    const int xx = x0 + q;
+    WT v = WmmaType<T>::zero();
+    if (y < g.H_out && xx < g.W_out) v = *reinterpret_cast<const WT*>(gc + y * g.gs2 + xx);
+    Gs[r * kLdg + q] = v;
+  }
+  __syncthreads();
+
+  const int nmb = g.BK / 16;
+  float* Sw = Ss + warp * g.BK * 16;
+  float* out = ws + (part * g.C_out + oc) * (g.KH * g.KW);
+  for (int kh = warp; kh < g.KH; kh += NW) {
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kMaxMb];
+#pragma unroll
+    for (int mb = 0; mb < kMaxMb; ++mb) wmma::fill_fragment(acc[mb], 0.f);
+    for (int rr = 0; rr < BH; rr += 16) {
+#pragma unroll
+      for (int f = 0; f < kFragsW; ++f) {
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, WT, wmma::row_major> bf;
+        wmma::load_matrix_sync(bf, Gs + rr * kLdg + f * 16, kLdg);
+        const WT* xa = Xs + (rr + kh * g.dh) * g.LDA + f * 16;
+#pragma unroll
+        for (int mb = 0; mb < kMaxMb; ++mb) {
+          if (mb < nmb) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, WT, wmma::col_major> af;
+            wmma::load_matrix_sync(af, xa + mb * 16, g.LDA);
+            wmma::mma_sync(acc[mb], af, bf, acc[mb]);
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int mb = 0; mb < kMaxMb; ++mb)
+      if (mb < nmb) wmma::store_matrix_sync(Sw + mb * 256, acc[mb], 16, wmma::mem_row_major);
+    __syncwarp();
+    for (int j = lane; j < g.KW; j += 32) {
+      float sum = 0.f;
+#pragma unroll
+      for (int q = 0; q < 16; ++q) {
+        const int k = q + j * g.dw;
+        if (k < g.BK) sum += Sw[k * 16 + q];
+      }
+      out[kh * g.KW + j] = sum;
+    }
+    __syncwarp();
+  }
+}
+
+template <typename T, int NW>
+void launch_tc_weight(const T* x, const T* go, float* ws, const TcWCfg& g, int64_t parts, int smem,
+                      cudaStream_t stream) {
+  auto kernel = tc_weight_kernel<T, NW>;
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  kernel<<<dim3(static_cast<unsigned>(g.C_out), static_cast<unsigned>(parts)), NW * 32, smem, stream>>>(x, go, ws, g);
+  CONVEXT_LAUNCH_CHECK();
+}
+
 }  // namespace
 
 // Serves the engine's call when the geometry suits the tensor-core path; false otherwise.
@@ -221,6 +336,65 @@ bool try_tensor_core(const at::Tensor& src, const at::Tensor& dst, const CorrArg
     return true;
   }
 }
+
+// grad-weight (+ grad-bias) of a stride-1 large fp16/bf16 kernel on tensor cores; false when the
+// geometry does not suit (then the CUDA-core kernels run).
+template <typename T>
+bool try_tensor_core_weight(const at::Tensor& input, const at::Tensor& grad_output, const DepthwiseConv2dParams& p,
+                            at::Tensor& gw, at::Tensor& gb, bool compute_bias, cudaStream_t stream) {
+  if constexpr (!(std::is_same_v<T, c10::Half> || std::is_same_v<T, c10::BFloat16>)) {
+    return false;
+  } else {
+    if (!tc_enabled() || p.stride_h != 1 || p.stride_w != 1) return false;
+    if (p.kernel_h * p.kernel_w < 81 || p.kernel_w < 7 || (p.kernel_w - 1) * p.dilation_w > 112) return false;
+    const int64_t lim = int64_t(1) << 30;
+    if (p.in_h >= lim || p.in_w >= lim || p.out_h < 1 || p.out_w < 1 || p.out_channels >= lim) return false;
+    TcWCfg g;
+    g.BK = static_cast<int>(ceil_div<int64_t>(16 + (p.kernel_w - 1) * p.dilation_w, 16) * 16);
+    g.LDA = static_cast<int>(ceil_div<int64_t>(kGroupW - 16 + g.BK, 16) * 16 + 16);
+    const int NW = p.out_h <= 16 ? 1 : p.out_h <= 32 ? 2 : 4;
+    g.AROWS = static_cast<int>(16 * NW + (p.kernel_h - 1) * p.dilation_h);
+    const int64_t smem = int64_t(g.AROWS) * g.LDA * 2 + 16 * NW * kLdg * 2 + int64_t(NW) * g.BK * 16 * 4;
+    if (smem > kTcMaxSmem) return false;
+    g.row_blocks = static_cast<int>(ceil_div<int64_t>(p.out_h, 16 * NW));
+    g.groups = static_cast<int>(ceil_div<int64_t>(p.out_w, kGroupW));
+    const int64_t parts = p.batch * g.row_blocks * g.groups;
+    const int64_t KK = p.kernel_h * p.kernel_w;
+    if (parts > 65535 || parts * p.out_channels * KK > (int64_t(1) << 28)) return false;
+    auto planar = [](const at::Tensor& t) { return t.stride(3) == 1 && t.stride(2) >= t.size(3); };
+    const at::Tensor x = planar(input) ? input : input.contiguous();
+    const at::Tensor go = planar(grad_output) ? grad_output : grad_output.contiguous();
+    if (x.stride(2) * p.in_h + p.in_w >= kI32Max || go.stride(2) * p.out_h + p.out_w >= kI32Max) return false;
+    g.KH = static_cast<int>(p.kernel_h); g.KW = static_cast<int>(p.kernel_w);
+    g.dh = static_cast<int>(p.dilation_h); g.dw = static_cast<int>(p.dilation_w);
+    g.pt = static_cast<int>(p.pad_top); g.pl = static_cast<int>(p.pad_left);
+    g.H = static_cast<int>(p.in_h); g.W = static_cast<int>(p.in_w);
+    g.H_out = static_cast<int>(p.out_h); g.W_out = static_cast<int>(p.out_w);
+    g.C_out = static_cast<int>(p.out_channels); g.M = static_cast<int>(p.multiplier);
+    g.xs0 = x.stride(0); g.xs1 = x.stride(1); g.xs2 = static_cast<int>(x.stride(2));
+    g.gs0 = go.stride(0); g.gs1 = go.stride(1); g.gs2 = static_cast<int>(go.stride(2));
+    at::Tensor ws = at::empty({parts, p.out_channels, KK}, input.options().dtype(at::kFloat));
+    const T* xp = static_cast<const T*>(x.const_data_ptr());
+    const T* gp = static_cast<const T*>(go.const_data_ptr());
+    float* wsp = ws.data_ptr<float>();
+    const int sm = static_cast<int>(smem);
+    if (NW == 1) launch_tc_weight<T, 1>(xp, gp, wsp, g, parts, sm, stream);
+    else if (NW == 2) launch_tc_weight<T, 2>(xp, gp, wsp, g, parts, sm, stream);
+    else launch_tc_weight<T, 4>(xp, gp, wsp, g, parts, sm, stream);
+    gw.copy_(ws.sum(0).view(gw.sizes()));  // fixed-order reduction of the partials
+    if (compute_bias) gb.copy_(at::sum(go, {0, 2, 3}, false, at::kFloat));
+    return true;
+  }
+}
+
+#define CONVEXT_TC_WEIGHT(T) \
+  template bool try_tensor_core_weight<T>(const at::Tensor&, const at::Tensor&, const DepthwiseConv2dParams&, \
+                                          at::Tensor&, at::Tensor&, bool, cudaStream_t);
+CONVEXT_TC_WEIGHT(float)
+CONVEXT_TC_WEIGHT(double)
+CONVEXT_TC_WEIGHT(c10::Half)
+CONVEXT_TC_WEIGHT(c10::BFloat16)
+#undef CONVEXT_TC_WEIGHT
 
 template bool try_tensor_core<float>(const at::Tensor&, const at::Tensor&, const CorrArgs&, cudaStream_t);
 template bool try_tensor_core<double>(const at::Tensor&, const at::Tensor&, const CorrArgs&, cudaStream_t);

@@ -156,6 +156,18 @@ bool tc_enabled() {
   return on;
 }
 
+// Row-contiguous NCHW-like views run in place; others (channels_last, ...) through an NCHW copy.
+bool planar_rows(const at::Tensor& t) { return t.stride(3) == 1 && t.stride(2) >= t.size(3); }
+at::Tensor planar(const at::Tensor& t) { return planar_rows(t) ? t : t.contiguous(); }
+
+// The kernel geometry both configs carry (all checked < 2^30 by the callers).
+template <typename Cfg>
+void set_kernel_geometry(Cfg& g, int64_t KH, int64_t KW, int64_t dh, int64_t dw, int64_t pt, int64_t pl) {
+  g.KH = static_cast<int>(KH); g.KW = static_cast<int>(KW);
+  g.dh = static_cast<int>(dh); g.dw = static_cast<int>(dw);
+  g.pt = static_cast<int>(pt); g.pl = static_cast<int>(pl);
+}
+
 template <typename T, int NW>
 void launch_tc(const T* src, const T* w, const T* bias, T* dst, const TcCfg& g, int64_t planes,
                cudaStream_t stream) {
@@ -307,15 +319,11 @@ bool try_tensor_core(const at::Tensor& src, const at::Tensor& dst, const CorrArg
     const int64_t smem = std::max<int64_t>(int64_t(g.AROWS) * g.LDA * 2, 16 * NW * (kGroupW + 4) * 4) +
                          g.BK * 32 + a.KH * a.KW * 2 + 16;
     if (smem > kTcMaxSmem) return false;
-    // planar operands: row-contiguous NCHW-like views run in place, others through a copy
-    auto planar = [](const at::Tensor& t) { return t.stride(3) == 1 && t.stride(2) >= t.size(3); };
-    const at::Tensor s = planar(src) ? src : src.contiguous();
-    const at::Tensor d = planar(dst) ? dst : at::empty(dst.sizes(), dst.options().memory_format(at::MemoryFormat::Contiguous));
+    const at::Tensor s = planar(src);
+    const at::Tensor d = planar_rows(dst) ? dst : at::empty(dst.sizes(), dst.options().memory_format(at::MemoryFormat::Contiguous));
     // image and channel offsets are int64 in the kernel, in-plane offsets int32
     if (s.stride(2) * a.H_src + a.W_src >= kI32Max || d.stride(2) * a.H_dst + a.W_dst >= kI32Max) return false;
-    g.KH = static_cast<int>(a.KH); g.KW = static_cast<int>(a.KW);
-    g.dh = static_cast<int>(a.dh); g.dw = static_cast<int>(a.dw);
-    g.pt = static_cast<int>(a.pt); g.pl = static_cast<int>(a.pl);
+    set_kernel_geometry(g, a.KH, a.KW, a.dh, a.dw, a.pt, a.pl);
     g.H_src = static_cast<int>(a.H_src); g.W_src = static_cast<int>(a.W_src);
     g.H_dst = static_cast<int>(a.H_dst); g.W_dst = static_cast<int>(a.W_dst);
     g.C_dst = static_cast<int>(a.C_dst); g.M = static_cast<int>(a.M);
@@ -361,13 +369,10 @@ bool try_tensor_core_weight(const at::Tensor& input, const at::Tensor& grad_outp
     const int64_t parts = p.batch * g.row_blocks * g.groups;
     const int64_t KK = p.kernel_h * p.kernel_w;
     if (parts > 65535 || parts * p.out_channels * KK > (int64_t(1) << 28)) return false;
-    auto planar = [](const at::Tensor& t) { return t.stride(3) == 1 && t.stride(2) >= t.size(3); };
-    const at::Tensor x = planar(input) ? input : input.contiguous();
-    const at::Tensor go = planar(grad_output) ? grad_output : grad_output.contiguous();
+    const at::Tensor x = planar(input);
+    const at::Tensor go = planar(grad_output);
     if (x.stride(2) * p.in_h + p.in_w >= kI32Max || go.stride(2) * p.out_h + p.out_w >= kI32Max) return false;
-    g.KH = static_cast<int>(p.kernel_h); g.KW = static_cast<int>(p.kernel_w);
-    g.dh = static_cast<int>(p.dilation_h); g.dw = static_cast<int>(p.dilation_w);
-    g.pt = static_cast<int>(p.pad_top); g.pl = static_cast<int>(p.pad_left);
+    set_kernel_geometry(g, p.kernel_h, p.kernel_w, p.dilation_h, p.dilation_w, p.pad_top, p.pad_left);
     g.H = static_cast<int>(p.in_h); g.W = static_cast<int>(p.in_w);
     g.H_out = static_cast<int>(p.out_h); g.W_out = static_cast<int>(p.out_w);
     g.C_out = static_cast<int>(p.out_channels); g.M = static_cast<int>(p.multiplier);

@@ -141,6 +141,37 @@ def test_interior_and_border_tiles(device, backend, layout, case):
                   grad_layout=layout)
 
 
+# Triton grad-weight: every tile path (interior / rows-in / border; channels_last with full and
+# partial channel blocks), several chunks per plane, M > 1, stride, dilation, asymmetric
+# padding, and kernel-row passes (KH * KW > 104 taps: one kernel row per pass), through the op.
+# (id, N, C, H, W, kernel, stride, padding (top, bottom, left, right), dilation, M)
+GW_CASES = [
+    ("s2-d2-M2", 2, 8, 40, 300, 3, 2, (2, 2, 2, 2), 2, 2),
+    ("k11-passes", 1, 3, 20, 30, 11, 1, (5, 5, 5, 5), 1, 1),
+    ("k5x3-asym", 3, 5, 30, 150, (5, 3), 1, (1, 3, 2, 0), 1, 1),
+]
+
+
+@pytest.mark.parametrize("device,backend", [p for p in DEVICE_BACKENDS if p.values[1] == "triton"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("case", GW_CASES, ids=lambda c: c[0])
+def test_grad_weight_interior_border_passes(device, backend, layout, case):
+    _, N, C, H, W, k, s, pad, d, M = case
+    kh, kw = (k, k) if isinstance(k, int) else k
+    x = to_layout(torch.randn(N, C, H, W, device=device), layout)
+    xp = F.pad(x.double(), (pad[2], pad[3], pad[0], pad[1]))
+    Ho = (xp.shape[2] - d * (kh - 1) - 1) // s + 1
+    Wo = (xp.shape[3] - d * (kw - 1) - 1) // s + 1
+    go = to_layout(torch.randn(N, C * M, Ho, Wo, device=device), layout)
+    gw, gb = torch.ops.convext.triton_depthwise_conv2d_backward_weight(
+        go, x, [kh, kw], [s, s], list(pad), [d, d], True)
+    ref = torch.nn.grad.conv2d_weight(xp, (C * M, 1, kh, kw), go.double(), s, 0, d, groups=C)
+    ref32 = torch.nn.grad.conv2d_weight(xp.float(), (C * M, 1, kh, kw), go, s, 0, d, groups=C)
+    assert_matches(gw, ref, ref32, dtype=torch.float32, name="grad_weight")
+    assert_matches(gb, go.double().sum((0, 2, 3)), go.sum((0, 2, 3)), dtype=torch.float32,
+                   name="grad_bias")
+
+
 # --------------------------------------------------------------------------- random sweep
 
 

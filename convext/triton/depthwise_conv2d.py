@@ -24,8 +24,10 @@ passed in the accumulation dtype (the bf16 / fp16 -> fp32 conversion is exact).
 
 grad-input gathers from grad_output (stride 1: forward with flipped taps; stride > 1: the same
 gather with divisibility masks).  grad-weight: programs over (channel (block), chunk of output
-rows / pixels) accumulate a [taps, lanes] tile, write per-chunk partials into a float32 (float64
-for float64 inputs) workspace, reduced afterwards in a fixed order (no atomics: deterministic).
+tiles) keep one register accumulator per tap shaped like the tile (interior / border tile paths
+as above), write per-chunk partials into a float32 (float64 for float64 inputs) workspace,
+reduced afterwards in a fixed order (no atomics: deterministic; tiles and chunks depend only on
+the shapes).
 
 Accumulation is float32 for fp32/fp16/bf16 and float64 for float64.  Element offsets inside an
 image become int64 when any tensor spans >= 2**31 elements; per-image base offsets always are.
@@ -55,7 +57,6 @@ _I32_LIMIT = 2**31 - 1
 # Grad-weight: number of programs aimed at (independent of the device, so that the
 # chunking, hence the rounding of the result, depends only on the shapes).
 _GW_TARGET_PROGRAMS = 1024
-_MAX_TAP_BLOCK = 64
 
 
 # ----------------------------------------------------------------------------------------------
@@ -158,15 +159,6 @@ def _gather_index(nx, S: tl.constexpr, LIM):
         o = nx // S
         ok = (nx >= 0) & (nx - o * S == 0) & (o < LIM)
     return o, ok
-
-
-@triton.jit
-def _gw_taps(t0, KH: tl.constexpr, KW: tl.constexpr, TAP_BLOCK: tl.constexpr):
-    tap = t0 + tl.arange(0, TAP_BLOCK)
-    t_ok = tap < KH * KW
-    kh = tap // KW
-    kw = tap - kh * KW
-    return tap, t_ok, kh, kw
 
 
 # ----------------------------------------------------------------------------------------------
@@ -601,7 +593,67 @@ def _dw_bwd_in_nhwc_kernel(
 
 
 # ----------------------------------------------------------------------------------------------
-# Grad-weight, NCHW: program (oc, chunk of N*H_out rows); tile [TAP_BLOCK, BLOCK_W].
+# Grad-weight.  Both kernels walk a chunk of output tiles (a fixed range of the tiles of the N
+# planes, in (n, tile row, tile col) order; chunk and tile shapes depend only on the shapes)
+# and keep one register accumulator per tap (a tuple of tiles shaped like the output tile):
+# per tile and tap one load of the input tile (the hoisted pointer tile plus a scalar), one
+# multiply-add with the grad_output tile.  The accumulators are reduced (tl.sum) once per
+# program.  Kernel rows go KR at a time (KR == KH: one pass; otherwise KH passes over the chunk,
+# bounding the registers of large kernels).  Tiles take one of several paths by a scalar test:
+# output tile and its input window in bounds (no pixel masks) or not (masks).
+# ----------------------------------------------------------------------------------------------
+@triton.jit
+def _gw_zeros(K: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr, ACC_F64: tl.constexpr):
+    accs = ()
+    for k in tl.static_range(K):
+        accs = accs + (_zeros_2d(D0, D1, ACC_F64),)
+    return accs
+
+
+@triton.jit
+def _gw_next_tile(n, th, tw, tiles_h, tiles_w):
+    """The tile after (n, th, tw) in (image, tile row, tile col) order (no divisions)."""
+    tw += 1
+    wrap = (tw == tiles_w).to(tl.int32)
+    tw -= wrap * tiles_w
+    th += wrap
+    wrap = (th == tiles_h).to(tl.int32)
+    th -= wrap * tiles_h
+    n += wrap
+    return n, th, tw
+
+
+@triton.jit
+def _gw_nchw_taps(accs, p, g, s_h, s_w, rows, LIM_H, cols, LIM_W, o_ok, i0,
+                  KR: tl.constexpr, KW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+                  ROW_MASK: tl.constexpr, COL_MASK: tl.constexpr):
+    """accs[r * KW + j] += x[rows + (i0 + r) * DH, cols + j * DW] * g over a [BH, BW] tile, p =
+    the pointer tile of x[rows, cols] (tap (r, j) reads p plus a scalar row offset plus j * DW *
+    s_w, an immediate when s_w is 1).  Masks: rows of x in [0, LIM_H) when ROW_MASK, cols in
+    [0, LIM_W) when COL_MASK, and o_ok (the tile's valid outputs) with either."""
+    new = ()
+    for r in tl.static_range(KR):
+        p_r = p + ((i0 + r) * DH) * s_h
+        if ROW_MASK:
+            ri = rows + (i0 + r) * DH
+            r_ok = ((ri >= 0) & (ri < LIM_H))[:, None] & o_ok
+        for j in tl.static_range(KW):
+            if COL_MASK:
+                cj = cols + j * DW
+                c_ok = ((cj >= 0) & (cj < LIM_W))[None, :]
+                if ROW_MASK:
+                    xv = tl.load(p_r + (j * DW) * s_w, mask=r_ok & c_ok, other=0.0)
+                else:
+                    xv = tl.load(p_r + (j * DW) * s_w, mask=o_ok & c_ok, other=0.0)
+            else:
+                xv = tl.load(p_r + (j * DW) * s_w)
+            new = new + (tl.fma(xv.to(g.dtype), g, accs[r * KW + j]),)
+    return new
+
+
+# ----------------------------------------------------------------------------------------------
+# Grad-weight, NCHW: program (oc, chunk of [BH, BW] output tiles of the N planes of oc).
+# Paths: window in bounds (no masks), window rows in bounds (column masks), any (all masks).
 # Partials: ws[chunk, oc, tap], bws[chunk, oc].
 # ----------------------------------------------------------------------------------------------
 @triton.jit
@@ -610,116 +662,186 @@ def _dw_bwd_w_nchw_kernel(
     C_out, M, H, W, H_out, W_out,
     sgn, sgc, sgh, sgw,
     sxn, sxc, sxh, sxw,
-    pad_t, pad_l, total, per_chunk,
+    pad_t, pad_l, tiles_h, tiles_w, total, per_chunk,
     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     DH: tl.constexpr, DW: tl.constexpr,
     COMPUTE_BIAS: tl.constexpr, ACC_F64: tl.constexpr, INT64: tl.constexpr,
-    TAP_BLOCK: tl.constexpr, BLOCK_W: tl.constexpr,
+    BH: tl.constexpr, BW: tl.constexpr, KR: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    chunk = pid // C_out
-    oc = pid - chunk * C_out
+    chunk, oc = _udiv(pid, tl.to_tensor(C_out))  # (to_tensor: an argument equal to 1 is an int)
     ic = oc // M
-    r0 = chunk * per_chunk
-    r1 = tl.minimum(r0 + per_chunk, total)
+    t0 = chunk * per_chunk
+    t1 = tl.minimum(t0 + per_chunk, total)
+    n0, rem = _udiv(t0, tl.to_tensor(tiles_h * tiles_w))
+    th0, tw0 = _udiv(rem, tl.to_tensor(tiles_w))
 
-    bacc = _zeros_1d(BLOCK_W, ACC_F64)
-
-    x_c = x_ptr + ic.to(tl.int64) * sxc
+    dr = tl.arange(0, BH)
+    dc = tl.arange(0, BW)
+    if INT64:
+        dr = dr.to(tl.int64)
+        dc = dc.to(tl.int64)
+    # hoisted offset tiles, relative to the tile's first output / first window element
+    g_off = dr[:, None] * sgh + dc[None, :] * sgw
+    x_off = dr[:, None] * (SH * sxh) + dc[None, :] * (SW * sxw)
     go_c = go_ptr + oc.to(tl.int64) * sgc
-    for t0 in range(0, KH * KW, TAP_BLOCK):
-        tap, t_ok, kh, kw = _gw_taps(t0, KH, KW, TAP_BLOCK)
-        acc = _zeros_2d(TAP_BLOCK, BLOCK_W, ACC_F64)
-        for r in range(r0, r1):
-            n = r // H_out
-            oh = r - n * H_out
-            ih = oh * SH - pad_t + kh * DH
-            h_ok = t_ok & (ih >= 0) & (ih < H)
+    x_c = x_ptr + ic.to(tl.int64) * sxc
+    bacc = _zeros_2d(BH, BW, ACC_F64)
+
+    for i0 in range(0, KH, KR):
+        accs = _gw_zeros(KR * KW, BH, BW, ACC_F64)
+        n = n0
+        th = th0
+        tw = tw0
+        for t in range(t0, t1):
+            oh0 = th * BH
+            ow0 = tw * BW
             if INT64:
-                ih = ih.to(tl.int64)
-            go_row = go_c + n.to(tl.int64) * sgn + oh.to(tl.int64) * sgh
-            x_img = x_c + n.to(tl.int64) * sxn
-            for w0 in range(0, W_out, BLOCK_W):
-                ow = w0 + tl.arange(0, BLOCK_W)
-                if INT64:
-                    ow = ow.to(tl.int64)
-                o_ok = ow < W_out
-                g = tl.load(go_row + ow * sgw, mask=o_ok, other=0.0).to(acc.dtype)
-                iw = ow[None, :] * SW - pad_l + (kw * DW)[:, None]
-                m = h_ok[:, None] & o_ok[None, :] & (iw >= 0) & (iw < W)
-                xv = tl.load(x_img + ih[:, None] * sxh + iw * sxw, mask=m, other=0.0)
-                acc += xv.to(acc.dtype) * g[None, :]
-                if COMPUTE_BIAS:
-                    if t0 == 0:
-                        bacc += g
-        part = tl.sum(acc, axis=1)
-        ws_off = (chunk.to(tl.int64) * C_out + oc) * (KH * KW) + tap
-        tl.store(ws_ptr + ws_off, part.to(ws_ptr.dtype.element_ty), mask=t_ok)
+                oh0 = oh0.to(tl.int64)
+                ow0 = ow0.to(tl.int64)
+            ih0 = oh0 * SH - pad_t
+            iw0 = ow0 * SW - pad_l
+            go_t = go_c + n.to(tl.int64) * sgn + (oh0 * sgh + ow0 * sgw)
+            p = x_c + n.to(tl.int64) * sxn + (ih0 * sxh + iw0 * sxw) + x_off
+            rows_in, cols_in = _nchw_window_in(oh0, ow0, H, W, BH, BW, SH, SW, (KH - 1) * DH,
+                                               (KW - 1) * DW, -pad_t, -pad_l, H_out, W_out)
+            if rows_in:
+                if cols_in:
+                    g = tl.load(go_t + g_off).to(bacc.dtype)
+                    accs = _gw_nchw_taps(accs, p, g, sxh, sxw, dr, H, dc, W, None, i0, KR, KW,
+                                         DH, DW, False, False)
+                else:
+                    o_ok = ((ow0 + dc) < W_out)[None, :]
+                    g = tl.load(go_t + g_off, mask=o_ok, other=0.0).to(bacc.dtype)
+                    accs = _gw_nchw_taps(accs, p, g, sxh, sxw, dr, H, iw0 + dc * SW, W, o_ok,
+                                         i0, KR, KW, DH, DW, False, True)
+            else:
+                o_ok = ((oh0 + dr) < H_out)[:, None] & ((ow0 + dc) < W_out)[None, :]
+                g = tl.load(go_t + g_off, mask=o_ok, other=0.0).to(bacc.dtype)
+                accs = _gw_nchw_taps(accs, p, g, sxh, sxw, ih0 + dr * SH, H, iw0 + dc * SW, W,
+                                     o_ok, i0, KR, KW, DH, DW, True, True)
+            if COMPUTE_BIAS:
+                if i0 == 0:
+                    bacc += g
+            n, th, tw = _gw_next_tile(n, th, tw, tiles_h, tiles_w)
+        ws_row = ws_ptr + (chunk.to(tl.int64) * C_out + oc) * (KH * KW) + i0 * KW
+        for k in tl.static_range(KR * KW):
+            tl.store(ws_row + k, tl.sum(accs[k]).to(ws_ptr.dtype.element_ty))
     if COMPUTE_BIAS:
         tl.store(bws_ptr + chunk.to(tl.int64) * C_out + oc,
-                 tl.sum(bacc, axis=0).to(bws_ptr.dtype.element_ty))
+                 tl.sum(bacc).to(bws_ptr.dtype.element_ty))
 
 
 # ----------------------------------------------------------------------------------------------
-# Grad-weight, channels_last: program (channel block, chunk of N*H_out*W_out pixels);
-# tile [TAP_BLOCK, BLOCK_C].  Partials: ws[chunk, tap, oc], bws[chunk, oc].
+# Grad-weight, channels_last: program (channel block, chunk of TH x TW pixel tiles of the N
+# images); accumulators [TH * TW, BLOCK_C] per tap, summed over the pixels at the end.  Paths:
+# tile and window in bounds with a full channel block (no masks), tile and window in bounds
+# (channel masks, no fill: lanes of invalid channels are never stored), any (all masks).  Partials: ws[chunk, tap, oc], bws[chunk, oc].
 # ----------------------------------------------------------------------------------------------
+@triton.jit
+def _gw_nhwc_taps(accs, p, g, s_h, s_w, rows, LIM_H, cols, LIM_W, o_ok, c_ok, i0,
+                  KR: tl.constexpr, KW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+                  PIX_MASK: tl.constexpr, CH_MASK: tl.constexpr):
+    """accs[r * KW + j] += x[pixel + ((i0 + r) * DH, j * DW), c] * g over a [pixels, channels]
+    tile, p = the pointer tile of x at the pixels (every tap is p plus a scalar).  With
+    PIX_MASK, pixels are masked by o_ok and by the window rows / cols in [0, LIM_H) x
+    [0, LIM_W) (rows / cols = the pixels' window origin), and channels by c_ok; otherwise, with
+    CH_MASK, only the channels, without fill (lanes of invalid channels are never stored)."""
+    new = ()
+    for r in tl.static_range(KR):
+        p_r = p + ((i0 + r) * DH) * s_h
+        if PIX_MASK:
+            ri = rows + (i0 + r) * DH
+            r_ok = o_ok & (ri >= 0) & (ri < LIM_H)
+        for j in tl.static_range(KW):
+            if PIX_MASK:
+                cj = cols + j * DW
+                pm = r_ok & (cj >= 0) & (cj < LIM_W)
+                xv = tl.load(p_r + (j * DW) * s_w, mask=pm[:, None] & c_ok[None, :], other=0.0)
+            elif CH_MASK:
+                xv = tl.load(p_r + (j * DW) * s_w, mask=c_ok[None, :])
+            else:
+                xv = tl.load(p_r + (j * DW) * s_w)
+            new = new + (tl.fma(xv.to(g.dtype), g, accs[r * KW + j]),)
+    return new
+
+
 @triton.jit
 def _dw_bwd_w_nhwc_kernel(
     go_ptr, x_ptr, ws_ptr, bws_ptr,
     C_out, M, H, W, H_out, W_out,
     sgn, sgc, sgh, sgw,
     sxn, sxc, sxh, sxw,
-    pad_t, pad_l, total, per_chunk,
+    pad_t, pad_l, tiles_h, tiles_w, total, per_chunk,
     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     DH: tl.constexpr, DW: tl.constexpr,
     COMPUTE_BIAS: tl.constexpr, ACC_F64: tl.constexpr, INT64: tl.constexpr,
-    TAP_BLOCK: tl.constexpr, BLOCK_C: tl.constexpr,
+    TH: tl.constexpr, TW: tl.constexpr, BLOCK_C: tl.constexpr, KR: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    n_cb = tl.cdiv(C_out, BLOCK_C)
-    chunk = pid // n_cb
-    cb = pid - chunk * n_cb
-    p0 = chunk.to(tl.int64) * per_chunk
-    p1 = tl.minimum(p0 + per_chunk, total)
-    HWo = H_out * W_out
+    chunk, cb = _udiv(pid, tl.to_tensor(tl.cdiv(C_out, BLOCK_C)))
+    t0 = chunk * per_chunk
+    t1 = tl.minimum(t0 + per_chunk, total)
+    n0, rem = _udiv(t0, tl.to_tensor(tiles_h * tiles_w))
+    th0, tw0 = _udiv(rem, tl.to_tensor(tiles_w))
 
     oc = cb * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = oc < C_out
+    ch_full = cb * BLOCK_C + BLOCK_C <= C_out
     ic = oc // M
-    x_c = ic * sxc
-    g_c = oc * sgc
+    q = tl.arange(0, TH * TW)
+    dr = q // TW
+    dc = q % TW
+    if INT64:
+        dr = dr.to(tl.int64)
+        dc = dc.to(tl.int64)
+    g_off = (dr * sgh + dc * sgw)[:, None] + (oc * sgc)[None, :]
+    x_off = (dr * (SH * sxh) + dc * (SW * sxw))[:, None] + (ic * sxc)[None, :]
+    bacc = _zeros_2d(TH * TW, BLOCK_C, ACC_F64)
 
-    bacc = _zeros_1d(BLOCK_C, ACC_F64)
-
-    for t0 in range(0, KH * KW, TAP_BLOCK):
-        tap, t_ok, kh, kw = _gw_taps(t0, KH, KW, TAP_BLOCK)
-        acc = _zeros_2d(TAP_BLOCK, BLOCK_C, ACC_F64)
-        for p in range(p0, p1):
-            n = p // HWo
-            q = p - n * HWo
-            oh = q // W_out
-            ow = q - oh * W_out
-            g = tl.load(go_ptr + n * sgn + oh * sgh + ow * sgw + g_c, mask=c_ok,
-                        other=0.0).to(acc.dtype)
-            ih = oh * SH - pad_t + kh * DH
-            iw = ow * SW - pad_l + kw * DW
-            pm = t_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+    for i0 in range(0, KH, KR):
+        accs = _gw_zeros(KR * KW, TH * TW, BLOCK_C, ACC_F64)
+        n = n0
+        th = th0
+        tw = tw0
+        for t in range(t0, t1):
+            oh0 = th * TH
+            ow0 = tw * TW
             if INT64:
-                ih = ih.to(tl.int64)
-                iw = iw.to(tl.int64)
-            xv = tl.load(x_ptr + n * sxn + (ih * sxh + iw * sxw)[:, None] + x_c[None, :],
-                         mask=pm[:, None] & c_ok[None, :], other=0.0)
-            acc += xv.to(acc.dtype) * g[None, :]
+                oh0 = oh0.to(tl.int64)
+                ow0 = ow0.to(tl.int64)
+            ih0 = oh0 * SH - pad_t
+            iw0 = ow0 * SW - pad_l
+            go_t = go_ptr + n.to(tl.int64) * sgn + (oh0 * sgh + ow0 * sgw)
+            p = x_ptr + n.to(tl.int64) * sxn + (ih0 * sxh + iw0 * sxw) + x_off
+            rows_in, cols_in = _nchw_window_in(oh0, ow0, H, W, TH, TW, SH, SW, (KH - 1) * DH,
+                                               (KW - 1) * DW, -pad_t, -pad_l, H_out, W_out)
+            if rows_in & cols_in:
+                if ch_full:
+                    g = tl.load(go_t + g_off).to(bacc.dtype)
+                    accs = _gw_nhwc_taps(accs, p, g, sxh, sxw, dr, H, dc, W, None, None, i0, KR,
+                                         KW, DH, DW, False, False)
+                else:
+                    g = tl.load(go_t + g_off, mask=c_ok[None, :]).to(bacc.dtype)
+                    accs = _gw_nhwc_taps(accs, p, g, sxh, sxw, dr, H, dc, W, None, c_ok, i0, KR,
+                                         KW, DH, DW, False, True)
+            else:
+                o_ok = ((oh0 + dr) < H_out) & ((ow0 + dc) < W_out)
+                g = tl.load(go_t + g_off, mask=o_ok[:, None] & c_ok[None, :],
+                            other=0.0).to(bacc.dtype)
+                accs = _gw_nhwc_taps(accs, p, g, sxh, sxw, ih0 + dr * SH, H, iw0 + dc * SW, W,
+                                     o_ok, c_ok, i0, KR, KW, DH, DW, True, True)
             if COMPUTE_BIAS:
-                if t0 == 0:
+                if i0 == 0:
                     bacc += g
-        ws_off = (chunk.to(tl.int64) * (KH * KW) + tap[:, None]) * C_out + oc[None, :]
-        tl.store(ws_ptr + ws_off, acc.to(ws_ptr.dtype.element_ty),
-                 mask=t_ok[:, None] & c_ok[None, :])
+            n, th, tw = _gw_next_tile(n, th, tw, tiles_h, tiles_w)
+        ws_row = ws_ptr + (chunk.to(tl.int64) * (KH * KW) + i0 * KW) * C_out + oc
+        for k in tl.static_range(KR * KW):
+            tl.store(ws_row + k * C_out, tl.sum(accs[k], axis=0).to(ws_ptr.dtype.element_ty),
+                     mask=c_ok)
     if COMPUTE_BIAS:
         tl.store(bws_ptr + chunk.to(tl.int64) * C_out + oc,
-                 bacc.to(bws_ptr.dtype.element_ty), mask=c_ok)
+                 tl.sum(bacc, axis=0).to(bws_ptr.dtype.element_ty), mask=c_ok)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -753,24 +875,46 @@ def _nhwc_tile_configs(channels):
     return [_cfg(nw, TILE_H=th, TILE_W=tw, BLOCK_C=bc) for th, tw, bc, nw in c]
 
 
-def _gw_nchw_configs(tap_block, w_out):
-    bw = max(16, min(128, triton.next_power_of_2(w_out), 4096 // tap_block))
-    c = [(4, 2), (8, 2), (4, 3)]
-    return [_cfg(nw, ns, BLOCK_W=bw) for nw, ns in c]
+# Grad-weight: accumulator registers per thread aimed at (taps of a pass x outputs per thread).
+_GW_ACC_REGS = 104
 
 
-def _gw_nhwc_configs(tap_block, channels):
-    cap = max(8, 8192 // tap_block)
-    if channels <= 8:
-        c = [(8, 1), (8, 2)]
-    elif channels <= 16:
-        c = [(16, 2), (16, 4)]
-    elif channels <= 32:
-        c = [(32, 4), (32, 2)]
-    else:
-        c = [(32, 4), (64, 4), (64, 8), (128, 8)]
-    out = [_cfg(nw, 2, BLOCK_C=bc) for bc, nw in c if bc <= cap]
-    return out or [_cfg(4, 2, BLOCK_C=cap)]
+def _gw_kr(kh, kw, ept):
+    """Kernel rows per pass: all of them when their accumulators fit, else one."""
+    return kh if kh * kw * ept <= _GW_ACC_REGS else 1
+
+
+def _gw_ept_order(kh, kw):
+    """Outputs per thread to try, best first: the most whose accumulators fit."""
+    taps = kh * kw if kh * kw <= _GW_ACC_REGS else kw
+    best = 1
+    while best < 8 and 2 * best * taps <= _GW_ACC_REGS:
+        best *= 2
+    return [best] + [e for e in (best // 2, best * 2) if 1 <= e <= 16]
+
+
+def _gw_nchw_configs(kh, kw, tile):
+    """tile = BH * BW outputs (fixed by the shapes); configs pick the warps (outputs per
+    thread) and the kernel rows per pass."""
+    out = []
+    for ept in _gw_ept_order(kh, kw):
+        nw = tile // (32 * ept)
+        if 1 <= nw <= 8 and 32 * nw * ept == tile:
+            out.append(_cfg(nw, 1, KR=_gw_kr(kh, kw, ept)))
+    return out or [_cfg(1, 1, KR=_gw_kr(kh, kw, max(1, tile // 32)))]
+
+
+def _gw_nhwc_configs(kh, kw, channels, pix):
+    """pix = TH * TW pixels per tile (fixed by the shapes); configs pick the channel block, the
+    warps and the kernel rows per pass."""
+    bcs = {8: [8], 16: [16, 8], 32: [32, 16]}.get(channels, [64, 32, 16])
+    out = []
+    for ept in _gw_ept_order(kh, kw):
+        for bc in bcs:
+            nw = pix * bc // (32 * ept)
+            if 1 <= nw <= 8 and 32 * nw * ept == pix * bc:
+                out.append(_cfg(nw, 1, BLOCK_C=bc, KR=_gw_kr(kh, kw, ept)))
+    return out[:4] or [_cfg(1, 1, BLOCK_C=bcs[-1], KR=_gw_kr(kh, kw, max(1, pix * bcs[-1] // 32)))]
 
 
 _CONV_KEY = ["C_out", "M", "H", "W", "H_out", "W_out", "sxc", "sxh", "sxw", "syc", "syw"]
@@ -1029,27 +1173,35 @@ def _triton_depthwise_conv2d_backward_weight(grad_output: torch.Tensor, input: t
     acc64 = dtype == torch.float64
     ws_dtype = torch.float64 if acc64 else torch.float32
     int64 = _needs_int64(grad_output, input)
-    tap_block = min(triton.next_power_of_2(KK), _MAX_TAP_BLOCK)
     cl = suggest_memory_format(input) == torch.channels_last
+    # Tiles and chunks (ranges of tiles, in (image, tile row, tile col) order) depend only on
+    # the shapes, never on the autotune config.
     if cl:
-        total = N * H_out * W_out
+        tw_ = _pow2_bucket(W_out, 1, 4)
+        th_ = 16 // tw_
+        tiles_h, tiles_w = triton.cdiv(H_out, th_), triton.cdiv(W_out, tw_)
+        total = N * tiles_h * tiles_w
         target_chunks = max(1, triton.cdiv(_GW_TARGET_PROGRAMS, triton.cdiv(C_out, 32)))
-        per_chunk = max(triton.cdiv(total, target_chunks), 64)
+        per_chunk = max(triton.cdiv(total, target_chunks), 4)
         n_chunks = triton.cdiv(total, per_chunk)
         ws = torch.empty((n_chunks, KK, C_out), dtype=ws_dtype, device=dev)
         kern = _tuner(_dw_bwd_w_nhwc_kernel, _GW_KEY, _gw_nhwc_configs,
-                      (tap_block, _size_class(C_out)))
+                      (KH, KW, _size_class(C_out), th_ * tw_))
+        tile = dict(TH=th_, TW=tw_)
 
         def grid(meta):
             return (triton.cdiv(C_out, meta["BLOCK_C"]) * n_chunks,)
     else:
-        total = N * H_out
+        bw = _pow2_bucket(W_out, 8, 64)
+        bh = _pow2_bucket(H_out, 1, 512 // bw)
+        tiles_h, tiles_w = triton.cdiv(H_out, bh), triton.cdiv(W_out, bw)
+        total = N * tiles_h * tiles_w
         target_chunks = max(1, triton.cdiv(_GW_TARGET_PROGRAMS, C_out))
-        per_chunk = max(triton.cdiv(total, target_chunks), triton.cdiv(2048, W_out))
+        per_chunk = max(triton.cdiv(total, target_chunks), triton.cdiv(4096, bh * bw))
         n_chunks = triton.cdiv(total, per_chunk)
         ws = torch.empty((n_chunks, C_out, KK), dtype=ws_dtype, device=dev)
-        kern = _tuner(_dw_bwd_w_nchw_kernel, _GW_KEY, _gw_nchw_configs,
-                      (tap_block, _pow2_bucket(W_out, 16, 128)))
+        kern = _tuner(_dw_bwd_w_nchw_kernel, _GW_KEY, _gw_nchw_configs, (KH, KW, bh * bw))
+        tile = dict(BH=bh, BW=bw)
 
         def grid(meta):
             return (C_out * n_chunks,)
@@ -1058,10 +1210,9 @@ def _triton_depthwise_conv2d_backward_weight(grad_output: torch.Tensor, input: t
         grad_output, input, ws, bws,
         C_out, M, H, W, H_out, W_out,
         *grad_output.stride(), *input.stride(),
-        pt, pl, total, per_chunk,
+        pt, pl, tiles_h, tiles_w, total, per_chunk,
         KH=KH, KW=KW, SH=SH, SW=SW, DH=DH, DW=DW,
-        COMPUTE_BIAS=compute_bias, ACC_F64=acc64, INT64=int64,
-        TAP_BLOCK=tap_block,
+        COMPUTE_BIAS=compute_bias, ACC_F64=acc64, INT64=int64, **tile,
     )
     # Fixed-order reduction of the per-chunk partials (deterministic).
     if cl:

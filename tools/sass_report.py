@@ -14,7 +14,11 @@ integers equal to 1 become constants, integers and pointers divisible by 16 get
   report gives the shortest and the longest entry-to-EXIT path (a runtime interior/border
   branch shows up as two different numbers); with a loop only the static count is meaningful;
 * thread-instructions per output element = path length x 32 x num_warps / outputs per program
-  (for straight-line kernels; for loops "loop" and the static count).
+  (for straight-line kernels).  Grad-weight kernels (loops over a chunk of tiles): per path
+  through one trip of the tile loop (natural loop of a DFS back edge; inner loops counted once),
+  trip length x 32 x num_warps x kernel-row passes / outputs per trip, plus every reachable
+  instruction outside the loop amortised over the program's outputs (an upper bound); outputs
+  are grad_output elements.  Other loop kernels: "loop" and the static count.
 
 These are static proxies for speed, not GPU timings.
 
@@ -205,9 +209,7 @@ def classify(op):
     return "other"
 
 
-def cfg_paths(insns):
-    """(straight_line, path lengths, reachable): the distinct lengths in instructions of the
-    entry-to-EXIT paths of the reachable CFG (sorted); None when it has a cycle."""
+def _succ_fn(insns):
     idx = {a: i for i, (a, _, _) in enumerate(insns)}
     n = len(insns)
 
@@ -226,6 +228,95 @@ def cfg_paths(insns):
         if op == "RET":
             return []
         return [i + 1] if i + 1 < n else []
+    return succ
+
+
+def _dag_lengths(nodes, succ, sink_edge):
+    """Distinct lengths (instructions) of the paths from each node of an acyclic sub-CFG to its
+    end; a node ends a path when sink_edge(node, successor) holds for one of its successors or
+    when it has no successor inside `nodes`.  Returns {node: set of lengths}."""
+    memo = {}
+
+    def visit(start):
+        stack = [(start, False)]
+        while stack:
+            v, done = stack.pop()
+            if v in memo:
+                continue
+            inner = [x for x in succ(v) if x in nodes and not sink_edge(v, x)]
+            if not done:
+                stack.append((v, True))
+                stack.extend((x, False) for x in inner if x not in memo)
+                continue
+            acc = set()
+            if len(inner) < len([x for x in succ(v) if x in nodes]) or not inner:
+                acc.add(0)
+            for x in inner:
+                acc |= memo[x]
+            if len(acc) > 64:  # keep the extremes and a spread
+                w = sorted(acc)
+                acc = set(w[:: max(1, len(w) // 32)]) | {w[0], w[-1]}
+            memo[v] = {1 + a for a in acc}
+    for v in nodes:
+        visit(v)
+    return memo
+
+
+def loop_paths(insns):
+    """For the innermost loops of the CFG: [(header, latch, iteration path lengths, body size)].
+    A loop is the natural loop of a back edge latch -> header (found by DFS); an iteration
+    path runs from the header to the latch inside the body, so its length is the instructions
+    one trip executes (each distinct branch combination inside gives its own length)."""
+    succ = _succ_fn(insns)
+    n = len(insns)
+    color = [0] * n
+    back = []
+    stack = [(0, iter(succ(0)))]
+    color[0] = 1
+    while stack:
+        node, it = stack[-1]
+        nxt = next(it, None)
+        if nxt is None:
+            color[node] = 2
+            stack.pop()
+        elif color[nxt] == 1:
+            back.append((node, nxt))
+        elif color[nxt] == 0:
+            color[nxt] = 1
+            stack.append((nxt, iter(succ(nxt))))
+    pred = [[] for _ in range(n)]
+    for i in range(n):
+        if color[i]:
+            for x in succ(i):
+                pred[x].append(i)
+    loops = []
+    for latch, header in back:
+        body = {header}
+        work = [latch]
+        while work:
+            v = work.pop()
+            if v in body:
+                continue
+            body.add(v)
+            work.extend(pred[v])
+        loops.append((header, latch, body))
+    out = []
+    backset = set(back)
+    for header, latch, body in loops:
+        depth = sum(1 for h, _, b in loops if h != header and h in body)  # loops inside
+        # paths from the header that end at the latch (the others leave the loop); the back
+        # edges of inner loops are cut, so an inner loop counts once (one trip)
+        ends = _dag_lengths(body, succ, lambda v, x: (x == header and v == latch)
+                            or (v, x) in backset)
+        out.append((header, latch, sorted(ends[header]), len(body), depth))
+    return out
+
+
+def cfg_paths(insns):
+    """(straight_line, path lengths, reachable): the distinct lengths in instructions of the
+    entry-to-EXIT paths of the reachable CFG (sorted); None when it has a cycle."""
+    succ = _succ_fn(insns)
+    n = len(insns)
 
     # reachability + cycle detection (iterative DFS)
     color = [0] * n
@@ -267,6 +358,7 @@ def cfg_paths(insns):
 def analyse(sass, res):
     insns = parse_sass(sass)
     straight, paths, reach = cfg_paths(insns)
+    loops = [] if straight else loop_paths(insns)
     live = insns  # count every instruction up to the end padding
     cls = Counter()
     for _, op, _ in live:
@@ -281,7 +373,7 @@ def analyse(sass, res):
                 stack=int(stack.group(1)) if stack else 0,
                 local=int(local.group(1)) if local else 0,
                 spill_ops=spill_ops, static=sum(cls.values()), classes=cls,
-                straight=straight, paths=paths)
+                straight=straight, paths=paths, loops=loops, reachable=reach)
 
 
 def outputs_per_program(name, config, kwargs):
@@ -291,6 +383,28 @@ def outputs_per_program(name, config, kwargs):
     if "TILE_H" in k:
         return k["TILE_H"] * k["TILE_W"] * k["BLOCK_C"]
     return None  # grad-weight: loops over a chunk
+
+
+def loop_work(fn, args, kwargs, config):
+    """Grad-weight kernels: (outputs one trip of the tile loop covers, trips per tile (kernel-row
+    passes), tiles per program) from the launch arguments; None for other kernels."""
+    vals = dict(zip(fn.arg_names, args))
+    vals.update(kwargs)
+    vals.update(config.kwargs)
+    if "TAP_BLOCK" in vals:  # the kernels before the tile rewrite (for the before column)
+        passes = -(-vals["KH"] * vals["KW"] // vals["TAP_BLOCK"])
+        if "BLOCK_W" in vals:  # trip of the row loop: one output row (its one column block)
+            assert vals["W_out"] <= vals["BLOCK_W"]
+            return vals["W_out"], passes, vals["per_chunk"], 1
+        return vals["BLOCK_C"], passes, vals["per_chunk"], 0  # trip: one pixel
+    if "KR" not in vals:
+        return None
+    if "BH" in vals:
+        per_trip = vals["BH"] * vals["BW"]
+    else:
+        per_trip = vals["TH"] * vals["TW"] * vals["BLOCK_C"]
+    passes = -(-vals["KH"] // vals["KR"])
+    return per_trip, passes, vals["per_chunk"], 0
 
 
 def cfg_str(config):
@@ -323,7 +437,24 @@ def main():
             r = analyse(sass, res)
             opp = outputs_per_program(name, config, kwargs)
             thr = 32 * config.num_warps
-            if r["straight"] and opp:
+            lw = loop_work(tuner.fn, args, kwargs, config)
+            if lw and r["loops"]:
+                # the tile loop: the loop with the largest body among those with `depth`
+                # loops inside (0: innermost).  Per output = trip path x threads x passes /
+                # outputs per trip; the rest of the kernel (prologue, reductions, stores: every
+                # reachable instruction outside the loop, an upper bound) is amortised over the
+                # program's outputs (per_chunk tiles) and added.
+                per_trip, passes, tiles, depth = lw
+                _, _, lens, body, _ = max((l for l in r["loops"] if l[4] == depth),
+                                          key=lambda l: l[3])
+                main_paths = [v for v in lens if 4 * v >= lens[-1]]
+                rest = (r["reachable"] - body) * passes
+                amort = rest * thr / (per_trip * tiles)
+                path = "/".join(str(v) for v in main_paths)
+                per = "/".join(f"{v * thr * passes / per_trip + amort:.1f}" for v in main_paths)
+                r["loop_note"] = (f"trip={path} x{thr} thr x{passes} pass / {per_trip} out; "
+                                  f"rest<={rest} over {tiles} tiles (+{amort:.1f})")
+            elif r["straight"] and opp:
                 # short paths (< 1/4 of the longest) are early exits, not tile paths
                 main_paths = [v for v in r["paths"] if 4 * v >= r["paths"][-1]]
                 path = "/".join(str(v) for v in main_paths)
@@ -354,6 +485,8 @@ def emit(r, a):
         return
     print(f"{r['name']:<26} {r['cfg']:<34} regs={r['regs']:<3} spill={r['stack'] + r['local']:<4} "
           f"static={r['static']:<5} path={r['path']:<9} insn/out={r['per']}")
+    if r.get("loop_note"):
+        print("    " + r["loop_note"])
     if a.classes:
         print("    " + " ".join(f"{k}={cls[k]}" for k in list(CLASSES) + ["other"] if cls[k]))
 

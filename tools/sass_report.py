@@ -45,6 +45,7 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 import convext.triton.depthwise_conv2d as dw  # noqa: E402
+import convext.triton.depthwise_separable_conv2d as sep  # noqa: E402
 
 _BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 CUOBJDUMP = os.path.join(_BIN, "cuobjdump")
@@ -123,6 +124,227 @@ def _thunk(op, layout, N, C, H, W, k, s, p, d, dtype):
             x = torch.empty(N, C, H, W, dtype=dtype, memory_format=fmt)
             dw._triton_depthwise_conv2d_backward_weight(g, x, [k, k], st, pad, dil, True)
     return call
+
+
+# ------------------------------------------------------------------------------------ separable
+class _SepCaptured(Exception):
+    pass
+
+
+def capture_sep(call):
+    """Runs a separable op call with its first launch intercepted: (autotuner or kernel, grid,
+    args, kwargs)."""
+    saved = sep.wrap_triton
+
+    def fake_wrap(kern):
+        class _L:
+            def __getitem__(self, grid):
+                def launch(*args, **kwargs):
+                    capture_sep.last = (kern, grid, args, kwargs)
+                    raise _SepCaptured()
+                return launch
+        return _L()
+
+    sep.wrap_triton = fake_wrap
+    try:
+        call()
+    except _SepCaptured:
+        return capture_sep.last
+    finally:
+        sep.wrap_triton = saved
+    raise RuntimeError("the op launched no kernel")
+
+
+# (name, N, Cin, Cout, H=W, k, dilation) of the issue-4 suite rows reported
+SEP_SHAPES = [("mbv1", 64, 256, 256, 56, 3, 1), ("mbv2p", 64, 144, 24, 56, 3, 1)]
+
+
+def sep_variants():
+    """(name, op thunk) for the fused separable kernels: forward (act1=relu, act2=none) and
+    grad of the intermediate (act1=relu, so the depthwise tile is recomputed there)."""
+    out = []
+    for op in ("sepfwd", "sepgz"):
+        for layout in ("nchw", "nhwc"):
+            for sname, N, C, CO, H, k, d in SEP_SHAPES:
+                for dtype in (torch.float32, torch.bfloat16):
+                    name = f"{op}-{layout}-{sname}-{_TY[dtype]}"
+                    out.append((name, _sep_thunk(op, layout, N, C, CO, H, k, d, dtype)))
+    return out
+
+
+def _sep_thunk(op, layout, N, C, CO, H, k, d, dtype):
+    fmt = torch.channels_last if layout == "nhwc" else torch.contiguous_format
+    p = d * (k - 1) // 2
+    st, pad, dil = [1, 1], [p, p, p, p], [d, d]
+
+    def call():
+        x = torch.empty(N, C, H, H, dtype=dtype, memory_format=fmt)
+        dww = torch.empty(C, 1, k, k, dtype=dtype)
+        pww = torch.empty(CO, C, 1, 1, dtype=dtype)
+        dwb, pwb = torch.empty(C, dtype=dtype), torch.empty(CO, dtype=dtype)
+        if op == "sepfwd":
+            sep._triton_depthwise_separable_conv2d(x, dww, pww, dwb, pwb, st, pad, dil, "relu",
+                                                   "none")
+        else:
+            g = torch.empty(N, CO, H, H, dtype=dtype, memory_format=fmt)
+            sep._triton_depthwise_separable_conv2d_backward(
+                g, x, dww, pww, dwb, pwb, st, pad, dil, "relu", "none",
+                [True, False, False, False, False])
+    return call
+
+
+def sep_configs(tuner, args, kwargs):
+    """The autotune configs the op would try (pruned as at launch time)."""
+    named = dict(zip(tuner.fn.arg_names, args))
+    return sep._prune(tuner.configs, named, **kwargs)
+
+
+def _dw_stub_kernel(fn):
+    """A copy of the Triton kernel `fn` (a JITFunction) whose depthwise tile is a stub: the
+    depthwise bias broadcast over the pixels (one small load per trip, so the tile still varies
+    with the K block and nothing downstream is hoisted or folded).  Compiling both and
+    subtracting gives the instructions of the depthwise-tile part."""
+    import types
+
+    py = fn.fn
+    g = dict(py.__globals__)
+
+    @triton.jit
+    def _dw_stub(x_base, dww_ptr, dwb_ptr, offs_k, k_mask, ih0, iw0, p_mask, H, W,
+                 sxc, sxh, sxw, sdw0, sdwh, sdww,
+                 M: triton.language.constexpr, KH: triton.language.constexpr,
+                 KW: triton.language.constexpr, DH: triton.language.constexpr,
+                 DW: triton.language.constexpr, HAS_DWB: triton.language.constexpr,
+                 IS_F64: triton.language.constexpr, BLOCK_P: triton.language.constexpr,
+                 BLOCK_K: triton.language.constexpr):
+        z = sep._zeros_2d(BLOCK_P, BLOCK_K, IS_F64)
+        b = triton.language.load(dwb_ptr + offs_k, mask=k_mask, other=0.0)
+        return z + b.to(z.dtype)[None, :]
+
+    g["_dw_tile"] = _dw_stub
+    g.update(getattr(sep, "_SASS_STUBS", {}))  # helpers the tile code may route through
+    clone = types.FunctionType(py.__code__, g, py.__name__, py.__defaults__, py.__closure__)
+    clone.__module__ = py.__module__
+    clone.__qualname__ = py.__qualname__
+    clone.__doc__ = py.__doc__
+    clone.__annotations__ = dict(py.__annotations__)
+    return triton.jit(clone)
+
+
+def dag_paths(insns):
+    """Distinct entry-to-EXIT path lengths of the reachable CFG with the back edges cut (each
+    loop body counted once, for one trip), sorted."""
+    succ = _succ_fn(insns)
+    n = len(insns)
+    color = [0] * n
+    back = set()
+    order = []
+    stack = [(0, iter(succ(0)))]
+    color[0] = 1
+    while stack:
+        node, it = stack[-1]
+        nxt = next(it, None)
+        if nxt is None:
+            color[node] = 2
+            order.append(node)
+            stack.pop()
+        elif color[nxt] == 1:
+            back.add((node, nxt))
+        elif color[nxt] == 0:
+            color[nxt] = 1
+            stack.append((nxt, iter(succ(nxt))))
+    lens = {}
+    for node in order:  # DFS post-order: successors (other than along back edges) first
+        s = [x for x in succ(node) if (node, x) not in back]
+        acc = set()
+        if not s:
+            acc = {0} if not succ(node) else set()
+        for x in s:
+            acc |= lens[x]
+        if len(acc) > 64:
+            v = sorted(acc)
+            acc = set(v[:: max(1, len(v) // 32)]) | {v[0], v[-1]}
+        lens[node] = {1 + v for v in acc}
+    return sorted(lens[0])
+
+
+def sep_report(name, tuner, args, kwargs, config):
+    """Compile the kernel and its stub twin; the depthwise-tile part per intermediate element.
+
+    Forward (K loop): per trip path, (trip - stub trip) x threads / (BLOCK_P x BLOCK_K), plus the
+    difference of everything outside the loop amortised over the K trips.  Grad-z (no K loop:
+    the tile follows the CO loop): (entry-to-EXIT path, loops counted once - stub's) x threads
+    / (BLOCK_P x BLOCK_K)."""
+    sass, res = compile_sass(tuner, args, kwargs, config)
+    r = analyse(sass, res)
+    stub = _dw_stub_kernel(tuner.fn)
+    sass0, res0 = compile_sass(type("T", (), {"fn": stub}), args, kwargs, config)
+    r0 = analyse(sass0, res0)
+    ops = Counter(op.split(".")[0] for _, op, _ in parse_sass(sass))
+    r["mma"] = ops["HGMMA"] + ops["HMMA"]
+    r["mma_kind"] = "HGMMA" if ops["HGMMA"] else ("HMMA" if ops["HMMA"] else "-")
+    vals = dict(zip(tuner.fn.arg_names, args))
+    vals.update(kwargs)
+    vals.update(config.kwargs)
+    thr = 32 * config.num_warps
+    elems = config.kwargs["BLOCK_P"] * config.kwargs["BLOCK_K"]
+    if name.startswith("sepfwd"):
+        main = max(r["loops"], key=lambda l: l[3])
+        main0 = max(r0["loops"], key=lambda l: l[3])
+        trips = -(-vals["CM"] // config.kwargs["BLOCK_K"])
+        rest = r["reachable"] - main[3]
+        rest0 = r0["reachable"] - main0[3]
+        t0 = main0[2][0]
+        diffs = [v - t0 for v in main[2] if 4 * v >= main[2][-1]]
+        amort = (rest - rest0) * thr / (elems * trips)
+        r["dw_note"] = (f"trip={'/'.join(map(str, main[2]))} stub trip={'/'.join(map(str, main0[2]))}"
+                        f"; outside loop {rest} vs stub {rest0} over {trips} trips")
+        r["dw_trip"] = "/".join(str(v) for v in diffs)
+        r["dw_per"] = "/".join(f"{d * thr / elems + amort:.1f}" for d in diffs)
+        r["dw_per_trip_only"] = "/".join(f"{d * thr / elems:.1f}" for d in diffs)
+    else:
+        paths, paths0 = dag_paths(parse_sass(sass)), dag_paths(parse_sass(sass0))
+        paths = [v for v in paths if 4 * v >= paths[-1]]
+        p0 = [v for v in paths0 if 4 * v >= paths0[-1]][0]
+        diffs = [v - p0 for v in paths]
+        r["dw_note"] = f"paths={'/'.join(map(str, paths))} stub={'/'.join(map(str, paths0))}"
+        r["dw_trip"] = "/".join(str(v) for v in diffs)
+        r["dw_per"] = "/".join(f"{d * thr / elems:.1f}" for d in diffs)
+        r["dw_per_trip_only"] = r["dw_per"]
+    r["stub_regs"] = r0["regs"]
+    return r
+
+
+def sep_main(a, filt):
+    if a.markdown:
+        print("| variant | config | regs (spill B) | MMA | dw part / trip (thread insns) | "
+              "dw insn / intermediate element |")
+        print("|---|---|---|---|---|---|")
+    for name, call in sep_variants():
+        if not all(f in name for f in filt):
+            continue
+        tuner, grid, args, kwargs = capture_sep(call)
+        configs = sep_configs(tuner, args, kwargs)
+        configs = configs if a.all_configs else configs[:1]
+        for config in configs:
+            r = sep_report(name, tuner, args, kwargs, config)
+            spill = r["stack"] + r["local"]
+            cfg = (f"P={config.kwargs['BLOCK_P']},CO={config.kwargs['BLOCK_CO']},"
+                   f"K={config.kwargs['BLOCK_K']},w{config.num_warps},s{config.num_stages}")
+            if a.markdown:
+                sp = f" ({spill})" if spill else ""
+                print(f"| {name} | {cfg} | {r['regs']}{sp} | {r['mma']} {r['mma_kind']} | "
+                      f"{r['dw_trip']} | {r['dw_per']} |")
+            else:
+                print(f"{name:<24} {cfg:<26} regs={r['regs']:<3} spill={spill:<4} "
+                      f"mma={r['mma']} {r['mma_kind']} static={r['static']} "
+                      f"dw/trip={r['dw_trip']} dw/elem={r['dw_per']}")
+                print(f"    {r['dw_note']}; stub regs={r['stub_regs']}")
+                if a.classes:
+                    cls = r["classes"]
+                    print("    " + " ".join(f"{k}={cls[k]}" for k in list(CLASSES) + ["other"]
+                                            if cls[k]))
+            sys.stdout.flush()
 
 
 # ------------------------------------------------------------------------------------ compile
@@ -420,8 +642,12 @@ def main():
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--classes", action="store_true", help="print the opcode classes")
     ap.add_argument("--dump", default=None, help="folder to write each variant's SASS into")
+    ap.add_argument("--sep", action="store_true",
+                    help="the fused separable kernels instead (forward, grad of the intermediate)")
     a = ap.parse_args()
     filt = [f for f in a.filter.split(",") if f]
+    if a.sep:
+        return sep_main(a, filt)
     rows = []
     for name, call in variants():
         if not all(f in name for f in filt):

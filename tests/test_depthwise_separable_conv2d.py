@@ -138,6 +138,21 @@ def test_layouts(device, backend, layout):
     assert out.dim() == (3 if layout == "unbatched" else 4)
 
 
+@pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype,k,pad,dil", [(torch.float32, 3, 1, 1), (torch.float32, 3, 2, 2),
+                                             (torch.float64, 3, 1, 1)],
+                         ids=["fp32-k3", "fp32-d2", "fp64-k3"])
+def test_tile_paths(device, backend, layout, dtype, k, pad, dil):
+    """A plane of several pixel tiles and a K loop of several blocks with a partial last one, so
+    the Triton kernels take every depthwise-tile path: window in bounds (pixel tiles inside one
+    row away from the borders), rows in bounds (tiles across rows), and border tiles / the
+    partial K block; act1 = relu so the backward recomputes the tile too."""
+    x, dw_w, pw_w, dw_b, pw_b = make_separable(1, 40, 8, 70, k, 1, 8, True, True, dtype, device)
+    run_and_check(device, backend, (to_layout(x, layout), dw_w, pw_w, dw_b, pw_b), 1, pad, dil,
+                  acts=("relu", None), grad_layout=layout)
+
+
 # --------------------------------------------------------------------------- random sweep
 
 

@@ -31,7 +31,7 @@ import triton.language as tl
 from torch._prims_common import suggest_memory_format
 from torch.library import triton_op, wrap_triton
 
-from .depthwise_conv2d import _zeros_2d
+from .depthwise_conv2d import _acc_weights, _zeros_2d
 
 __all__ = ["depthwise_separable_conv2d", "depthwise_separable_conv2d_backward"]
 
@@ -142,29 +142,96 @@ def _act_grad(x, ACT: tl.constexpr):
 
 
 @triton.jit
-def _dw_tile(x_base, dww_ptr, dwb_ptr, offs_k, k_mask, ih0, iw0, p_mask, H, W,
-             sxc, sxh, sxw, sdw0, sdwh, sdww,
-             M: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, DH: tl.constexpr,
-             DW: tl.constexpr, HAS_DWB: tl.constexpr, IS_F64: tl.constexpr,
-             BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr):
-    """Pre-activation depthwise tile z[BLOCK_P, BLOCK_K] (+ bias), fp32 (fp64 for fp64)."""
+def _dw_tile(x_tile, w_k, dwb_ptr, offs_k, k_mask, ih0, iw0, p_mask, H, W, sxh, sxw, sdwh, sdww,
+             KH: tl.constexpr, KW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+             HAS_DWB: tl.constexpr, IS_F64: tl.constexpr, BLOCK_P: tl.constexpr,
+             BLOCK_K: tl.constexpr, PIX_MASK: tl.constexpr, K_MASK: tl.constexpr):
+    """Pre-activation depthwise tile z[BLOCK_P, BLOCK_K] (+ bias), fp32 (fp64 for fp64).
+
+    x_tile: the [BLOCK_P, BLOCK_K] pointer tile of x[ic(k), ih0, iw0] (every tap is x_tile plus
+    one scalar; a column tap is an immediate offset when sxw is 1); w_k: the weights of the K
+    block, taps-major in the accumulation dtype (tap (kh, kw) at w_k + kh * sdwh + kw * sdww).
+    PIX_MASK 0: the tile's pixels and window are in bounds (no pixel masks); 1: rows in bounds
+    (column masks); 2: pixel, row and column masks.  K_MASK: mask the channels by k_mask."""
     z = _zeros_2d(BLOCK_P, BLOCK_K, IS_F64)
-    ic = offs_k // M
-    x_c = x_base + (ic * sxc)[None, :]
-    w_k = dww_ptr + offs_k * sdw0
     for kh in tl.static_range(KH):
-        ih = ih0 + kh * DH
-        h_ok = p_mask & (ih >= 0) & (ih < H)
+        x_row = x_tile + (kh * DH) * sxh
+        if PIX_MASK == 2:
+            ih = ih0 + kh * DH
+            h_ok = p_mask & (ih >= 0) & (ih < H)
         for kw in tl.static_range(KW):
-            iw = iw0 + kw * DW
-            ok = h_ok & (iw >= 0) & (iw < W)
-            xv = tl.load(x_c + (ih * sxh + iw * sxw)[:, None],
-                         mask=ok[:, None] & k_mask[None, :], other=0.0)
-            wv = tl.load(w_k + (kh * sdwh + kw * sdww), mask=k_mask, other=0.0)
-            z += xv.to(z.dtype) * wv.to(z.dtype)[None, :]
+            if PIX_MASK == 0:
+                ok = None
+            else:
+                iw = iw0 + kw * DW
+                ok = (iw >= 0) & (iw < W)
+                if PIX_MASK == 2:
+                    ok = ok & h_ok
+            if K_MASK:
+                if PIX_MASK == 0:
+                    xv = tl.load(x_row + (kw * DW) * sxw, mask=k_mask[None, :], other=0.0)
+                else:
+                    xv = tl.load(x_row + (kw * DW) * sxw, mask=ok[:, None] & k_mask[None, :],
+                                 other=0.0)
+                wv = tl.load(w_k + (kh * sdwh + kw * sdww), mask=k_mask, other=0.0)
+            else:
+                if PIX_MASK == 0:
+                    xv = tl.load(x_row + (kw * DW) * sxw)
+                else:
+                    xv = tl.load(x_row + (kw * DW) * sxw, mask=ok[:, None], other=0.0)
+                wv = tl.load(w_k + (kh * sdwh + kw * sdww))
+            z = tl.fma(xv.to(z.dtype), wv.to(z.dtype)[None, :], z)
     if HAS_DWB:
-        b = tl.load(dwb_ptr + offs_k, mask=k_mask, other=0.0)
+        if K_MASK:
+            b = tl.load(dwb_ptr + offs_k, mask=k_mask, other=0.0)
+        else:
+            b = tl.load(dwb_ptr + offs_k)
         z += b.to(z.dtype)[None, :]
+    return z
+
+
+@triton.jit
+def _tile_window_in(pid_p, WO, HWO, H, W, PAD_T, PAD_L, KH: tl.constexpr, KW: tl.constexpr,
+                    SH: tl.constexpr, SW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+                    BLOCK_P: tl.constexpr):
+    """Scalar tests for the pixel tile [pid_p * BLOCK_P, + BLOCK_P) of the flattened output
+    plane: rows_in (every pixel exists and every row of its window lies in [0, H)), cols_in (the
+    window columns of every pixel lie in [0, W); a tile spanning rows covers all columns)."""
+    p0 = pid_p * BLOCK_P
+    p1 = p0 + BLOCK_P - 1
+    oh_a = p0 // WO
+    oh_b = p1 // WO
+    one_row = oh_a == oh_b
+    c_lo = tl.where(one_row, p0 - oh_a * WO, 0)
+    c_hi = tl.where(one_row, p1 - oh_b * WO, WO - 1)
+    rows_in = ((p1 < HWO) & (oh_a * SH - PAD_T >= 0)
+               & (oh_b * SH - PAD_T + (KH - 1) * DH < H))
+    cols_in = (c_lo * SW - PAD_L >= 0) & (c_hi * SW - PAD_L + (KW - 1) * DW < W)
+    return rows_in, cols_in
+
+
+@triton.jit
+def _dw_tile_paths(x_base, dww_ptr, dwb_ptr, k0, offs_k, CM, pix, ih0, iw0, p_mask, rows_in,
+                   cols_in, H, W, sxc, sxh, sxw, sdw0, sdwh, sdww,
+                   M: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, DH: tl.constexpr,
+                   DW: tl.constexpr, HAS_DWB: tl.constexpr, IS_F64: tl.constexpr,
+                   BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr):
+    """The depthwise tile of the K block offs_k on one of three paths picked by scalar tests:
+    window in bounds and a full K block (no masks), rows in bounds and a full K block (column
+    masks), any (pixel, row, column and channel masks)."""
+    k_mask = offs_k < CM
+    x_tile = x_base + ((offs_k // M) * sxc)[None, :] + pix[:, None]
+    w_k = dww_ptr + offs_k * sdw0
+    if rows_in & (k0 + BLOCK_K <= CM):
+        if cols_in:
+            z = _dw_tile(x_tile, w_k, dwb_ptr, offs_k, k_mask, ih0, iw0, p_mask, H, W, sxh, sxw,
+                         sdwh, sdww, KH, KW, DH, DW, HAS_DWB, IS_F64, BLOCK_P, BLOCK_K, 0, False)
+        else:
+            z = _dw_tile(x_tile, w_k, dwb_ptr, offs_k, k_mask, ih0, iw0, p_mask, H, W, sxh, sxw,
+                         sdwh, sdww, KH, KW, DH, DW, HAS_DWB, IS_F64, BLOCK_P, BLOCK_K, 1, False)
+    else:
+        z = _dw_tile(x_tile, w_k, dwb_ptr, offs_k, k_mask, ih0, iw0, p_mask, H, W, sxh, sxw,
+                     sdwh, sdww, KH, KW, DH, DW, HAS_DWB, IS_F64, BLOCK_P, BLOCK_K, 2, True)
     return z
 
 
@@ -223,13 +290,17 @@ def _sep_fwd_kernel(
     offs_co = pid_co * BLOCK_CO + tl.arange(0, BLOCK_CO)
     co_mask = offs_co < COUT
 
+    rows_in, cols_in = _tile_window_in(pid_p, WO, HWO, H, W, PAD_T, PAD_L, KH, KW, SH, SW, DH,
+                                       DW, BLOCK_P)
+    pix = ih0 * sxh + iw0 * sxw
+
     acc = _zeros_2d(BLOCK_P, BLOCK_CO, IS_F64)
     for k0 in range(0, CM, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         k_mask = offs_k < CM
-        z = _dw_tile(x_base, dww_ptr, dwb_ptr, offs_k, k_mask, ih0, iw0, p_mask, H, W,
-                     sxc, sxh, sxw, sdw0, sdwh, sdww, M, KH, KW, DH, DW, HAS_DWB, IS_F64,
-                     BLOCK_P, BLOCK_K)
+        z = _dw_tile_paths(x_base, dww_ptr, dwb_ptr, k0, offs_k, CM, pix, ih0, iw0, p_mask,
+                           rows_in, cols_in, H, W, sxc, sxh, sxw, sdw0, sdwh, sdww, M, KH, KW,
+                           DH, DW, HAS_DWB, IS_F64, BLOCK_P, BLOCK_K)
         a = _act(z, ACT1).to(x_ptr.dtype.element_ty)
         w = tl.load(pww_ptr + offs_k[:, None] * spw1 + offs_co[None, :] * spw0,
                     mask=k_mask[:, None] & co_mask[None, :], other=0.0)
@@ -292,9 +363,14 @@ def _sep_bwd_gz_kernel(
         ga = _mma(ga, g, wt, DOT_MODE)
 
     if ACT1 != 0:
-        z = _dw_tile(x_ptr + n * sxn, dww_ptr, dwb_ptr, offs_k, k_mask, oh * SH - PAD_T,
-                     ow * SW - PAD_L, p_mask, H, W, sxc, sxh, sxw, sdw0, sdwh, sdww,
-                     M, KH, KW, DH, DW, HAS_DWB, IS_F64, BLOCK_P, BLOCK_K)
+        ih0 = oh * SH - PAD_T
+        iw0 = ow * SW - PAD_L
+        rows_in, cols_in = _tile_window_in(pid_p, WO, HWO, H, W, PAD_T, PAD_L, KH, KW, SH, SW,
+                                           DH, DW, BLOCK_P)
+        z = _dw_tile_paths(x_ptr + n * sxn, dww_ptr, dwb_ptr, pid_k * BLOCK_K, offs_k, CM,
+                           ih0 * sxh + iw0 * sxw, ih0, iw0, p_mask, rows_in, cols_in, H, W, sxc,
+                           sxh, sxw, sdw0, sdwh, sdww, M, KH, KW, DH, DW, HAS_DWB, IS_F64,
+                           BLOCK_P, BLOCK_K)
         ga = ga * _act_grad(z, ACT1)
     tl.store(gz_ptr + n * szn + offs_k[None, :] * szc + (oh * szh + ow * szw)[:, None],
              ga.to(gz_ptr.dtype.element_ty), mask=p_mask[:, None] & k_mask[None, :])
@@ -349,9 +425,14 @@ def _sep_bwd_pw_kernel(
         g = tl.load(g_ptr + n * sgn + offs_co[None, :] * sgc + (oh * sgh + ow * sgw)[:, None],
                     mask=p_mask[:, None] & co_mask[None, :], other=0.0)
         if COMPUTE_W:
-            z = _dw_tile(x_ptr + n * sxn, dww_ptr, dwb_ptr, offs_k, k_mask, oh * SH - PAD_T,
-                         ow * SW - PAD_L, p_mask, H, W, sxc, sxh, sxw, sdw0, sdwh, sdww,
-                         M, KH, KW, DH, DW, HAS_DWB, IS_F64, BLOCK_P, BLOCK_K)
+            ih0 = oh * SH - PAD_T
+            iw0 = ow * SW - PAD_L
+            rows_in, cols_in = _tile_window_in(t % num_p, WO, HWO, H, W, PAD_T, PAD_L, KH, KW,
+                                               SH, SW, DH, DW, BLOCK_P)
+            z = _dw_tile_paths(x_ptr + n * sxn, dww_ptr, dwb_ptr, pid_k * BLOCK_K, offs_k, CM,
+                               ih0 * sxh + iw0 * sxw, ih0, iw0, p_mask, rows_in, cols_in, H, W,
+                               sxc, sxh, sxw, sdw0, sdwh, sdww, M, KH, KW, DH, DW, HAS_DWB,
+                               IS_F64, BLOCK_P, BLOCK_K)
             a = _act(z, ACT1).to(x_ptr.dtype.element_ty)
             if DOT_MODE == 3:
                 acc_w += tl.sum(g.to(tl.float64)[:, :, None] * a.to(tl.float64)[:, None, :], axis=0)
@@ -439,6 +520,14 @@ def _empty_like_input(input, shape):
     return torch.empty(shape, dtype=input.dtype, device=input.device, memory_format=fmt)
 
 
+def _tap_weights(depthwise_weight, gm):
+    """The depthwise weights taps-major, (KH*KW, CM) contiguous, in the accumulation dtype (exact
+    for bf16 / fp16), with the kernels' (k, kh, kw) strides: one contiguous load per tap."""
+    CM, KW = gm["CM"], gm["KW"]
+    wt = _acc_weights(depthwise_weight, CM, gm["KH"] * KW, True)
+    return wt, (1, KW * CM, CM)
+
+
 def _common_args(gm):
     return dict(
         M=gm["M"], KH=gm["KH"], KW=gm["KW"], SH=gm["SH"], SW=gm["SW"], DH=gm["DH"], DW=gm["DW"],
@@ -450,7 +539,8 @@ def _pointwise_pre(input, depthwise_weight, pointwise_weight, depthwise_bias, po
     """Launch the fused forward kernel writing `out` (y, or g = grad_y * act2'(pre))."""
     dot_mode = _dot_mode(input.dtype)
     HWO = gm["HO"] * gm["WO"]
-    x, dww, pww = input, depthwise_weight, pointwise_weight
+    x, pww = input, pointwise_weight
+    dww, dw_strides = _tap_weights(depthwise_weight, gm)
     dwb = depthwise_bias if depthwise_bias is not None else dww
     pwb = pointwise_bias if pointwise_bias is not None else pww
     gy = grad_output if grad_mode else out
@@ -463,7 +553,7 @@ def _pointwise_pre(input, depthwise_weight, pointwise_weight, depthwise_bias, po
         x, dww, dwb, pww, pwb, out, gy,
         gm["CM"], COUT, gm["H"], gm["W"], gm["WO"], HWO, gm["PT"], gm["PL"],
         x.stride(0), x.stride(1), x.stride(2), x.stride(3),
-        dww.stride(0), dww.stride(2), dww.stride(3),
+        *dw_strides,
         pww.stride(0), pww.stride(1),
         out.stride(0), out.stride(1), out.stride(2), out.stride(3),
         gy.stride(0), gy.stride(1), gy.stride(2), gy.stride(3),
@@ -555,7 +645,8 @@ def _triton_depthwise_separable_conv2d_backward(
             if m_pwb else none_(),
         )
 
-    x, dww, pww = input, depthwise_weight, pointwise_weight
+    x, pww = input, pointwise_weight
+    dww, dw_strides = _tap_weights(depthwise_weight, gm)
     dwb = depthwise_bias if depthwise_bias is not None else dww
     dot_mode = _dot_mode(input.dtype)
     is_f64 = dot_mode == _DOT_F64
@@ -581,7 +672,7 @@ def _triton_depthwise_separable_conv2d_backward(
             x, dww, dwb, pww, g, grad_z,
             CM, COUT, gm["H"], gm["W"], gm["WO"], HWO, gm["PT"], gm["PL"],
             x.stride(0), x.stride(1), x.stride(2), x.stride(3),
-            dww.stride(0), dww.stride(2), dww.stride(3),
+            *dw_strides,
             pww.stride(0), pww.stride(1),
             g.stride(0), g.stride(1), g.stride(2), g.stride(3),
             grad_z.stride(0), grad_z.stride(1), grad_z.stride(2), grad_z.stride(3),
@@ -607,7 +698,7 @@ def _triton_depthwise_separable_conv2d_backward(
             x, dww, dwb, g, wsw, wsb,
             N, CM, COUT, gm["H"], gm["W"], gm["WO"], HWO, gm["PT"], gm["PL"], n_splits,
             x.stride(0), x.stride(1), x.stride(2), x.stride(3),
-            dww.stride(0), dww.stride(2), dww.stride(3),
+            *dw_strides,
             g.stride(0), g.stride(1), g.stride(2), g.stride(3),
         )
         kwargs = dict(common, HAS_DWB=depthwise_bias is not None, ACT1=act1, ACT2=act2,

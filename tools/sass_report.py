@@ -206,23 +206,30 @@ def _dw_stub_kernel(fn):
     subtracting gives the instructions of the depthwise-tile part."""
     import types
 
+    import importlib.util
+    import inspect
+
     py = fn.fn
     g = dict(py.__globals__)
-
-    @triton.jit
-    def _dw_stub(x_base, dww_ptr, dwb_ptr, offs_k, k_mask, ih0, iw0, p_mask, H, W,
-                 sxc, sxh, sxw, sdw0, sdwh, sdww,
-                 M: triton.language.constexpr, KH: triton.language.constexpr,
-                 KW: triton.language.constexpr, DH: triton.language.constexpr,
-                 DW: triton.language.constexpr, HAS_DWB: triton.language.constexpr,
-                 IS_F64: triton.language.constexpr, BLOCK_P: triton.language.constexpr,
-                 BLOCK_K: triton.language.constexpr):
-        z = sep._zeros_2d(BLOCK_P, BLOCK_K, IS_F64)
-        b = triton.language.load(dwb_ptr + offs_k, mask=k_mask, other=0.0)
-        return z + b.to(z.dtype)[None, :]
-
-    g["_dw_tile"] = _dw_stub
-    g.update(getattr(sep, "_SASS_STUBS", {}))  # helpers the tile code may route through
+    # the tile helper the kernels call: _dw_tile_paths (after the path rewrite) or _dw_tile
+    name = "_dw_tile_paths" if "_dw_tile_paths" in g else "_dw_tile"
+    params = list(inspect.signature(g[name].fn).parameters.values())
+    plist = ", ".join(p.name + (": tl.constexpr" if p.annotation is not inspect.Parameter.empty
+                                else "") for p in params)
+    mask = "k_mask" if "k_mask" in [p.name for p in params] else "offs_k < CM"
+    src = (f"import triton\nimport triton.language as tl\n"
+           f"from convext.triton.depthwise_conv2d import _zeros_2d\n\n\n"
+           f"@triton.jit\ndef _dw_stub({plist}):\n"
+           f"    z = _zeros_2d(BLOCK_P, BLOCK_K, IS_F64)\n"
+           f"    b = tl.load(dwb_ptr + offs_k, mask={mask}, other=0.0)\n"
+           f"    return z + b.to(z.dtype)[None, :]\n")
+    path = os.path.join(tempfile.mkdtemp(), "_sass_dw_stub.py")
+    with open(path, "w") as f:
+        f.write(src)
+    spec = importlib.util.spec_from_file_location("_sass_dw_stub", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    g[name] = mod._dw_stub
     clone = types.FunctionType(py.__code__, g, py.__name__, py.__defaults__, py.__closure__)
     clone.__module__ = py.__module__
     clone.__qualname__ = py.__qualname__

@@ -44,6 +44,24 @@ template <> struct WmmaType<c10::BFloat16> {
   static __device__ __forceinline__ type zero() { return __ushort_as_bfloat16(0); }
 };
 
+// dst[i * ld + k] = src[(iy0 + i) * row_stride + ix0 + k] for i < rows, k < cols; zero outside the
+// H x W plane (src rows are contiguous). All threads of the block take part.
+template <typename T>
+__device__ __forceinline__ void stage_window(typename WmmaType<T>::type* dst, int ld, int rows, int cols, const T* src,
+                                             int iy0, int ix0, int H, int W, int row_stride, int tid, int nthr) {
+  using WT = typename WmmaType<T>::type;
+  for (int e = tid; e < rows * cols; e += nthr) {
+    const int i = e / cols;
+    const int k = e - i * cols;
+    const int iy = iy0 + i;
+    const int ix = ix0 + k;
+    WT v = WmmaType<T>::zero();
+    if (static_cast<unsigned>(iy) < static_cast<unsigned>(H) && static_cast<unsigned>(ix) < static_cast<unsigned>(W))
+      v = *reinterpret_cast<const WT*>(src + iy * row_stride + ix);
+    dst[i * ld + k] = v;
+  }
+}
+
 struct TcCfg {
   int KH, KW, dh, dw, pt, pl;
   int H_src, W_src, H_dst, W_dst;
@@ -51,7 +69,7 @@ struct TcCfg {
   int BK, LDA, AROWS;          // B rows; A row pitch (elements); A rows = BH + (KH-1)*dh
   int row_blocks;               // ceil(H_dst / BH)
   int64_t ss0, ss1, ds0, ds1;  // image / channel strides (int64 offsets)
-  int ss2, ss3, ds2, ds3;       // in-plane strides (in-plane offsets fit int32)
+  int ss2, ds2;                 // row strides (rows contiguous; in-plane offsets fit int32)
 };
 
 template <typename T, int NW>
@@ -97,17 +115,7 @@ tc_corr_kernel(const T* __restrict__ src, const T* __restrict__ weight, const T*
         const int t = g.flip ? KK - 1 - e : e;  // (KH-1-kh)*KW + (KW-1-kw)
         Ws[e] = *reinterpret_cast<const WT*>(weight + static_cast<int64_t>(wrow) * KK + t);
       }
-      for (int e = tid; e < g.AROWS * acols; e += NW * 32) {
-        const int i = e / acols;
-        const int k = e - i * acols;
-        const int iy = y0 - g.pt + i;
-        const int ix = x0 - g.pl + k;
-        WT v = WmmaType<T>::zero();
-        if (static_cast<unsigned>(iy) < static_cast<unsigned>(g.H_src) &&
-            static_cast<unsigned>(ix) < static_cast<unsigned>(g.W_src))
-          v = *reinterpret_cast<const WT*>(src_c + iy * g.ss2 + ix * g.ss3);
-        As[i * g.LDA + k] = v;
-      }
+      stage_window<T>(As, g.LDA, g.AROWS, acols, src_c, y0 - g.pt, x0 - g.pl, g.H_src, g.W_src, g.ss2, tid, NW * 32);
       for (int kh = 0; kh < g.KH; ++kh) {
         __syncthreads();  // A / W staged; previous B consumed
         const WT* wr = Ws + kh * g.KW;
@@ -143,7 +151,7 @@ tc_corr_kernel(const T* __restrict__ src, const T* __restrict__ weight, const T*
       const int y = y0 + i;
       const int x = x0 + q;
       if (y < g.H_dst && x < g.W_dst)
-        dst_p[y * g.ds2 + x * g.ds3] = from_acc<T>(Os[i * LDO + q] + b);
+        dst_p[y * g.ds2 + x] = from_acc<T>(Os[i * LDO + q] + b);
     }
   }
 }
@@ -224,16 +232,7 @@ tc_weight_kernel(const T* __restrict__ x, const T* __restrict__ go, float* __res
   const T* xc = x + n * g.xs0 + ic * g.xs1;
   const T* gc = go + n * g.gs0 + oc * g.gs1;
   const int acols = kGroupW - 16 + g.BK;
-  for (int e = tid; e < g.AROWS * acols; e += NW * 32) {
-    const int i = e / acols;
-    const int k = e - i * acols;
-    const int iy = y0 - g.pt + i;
-    const int ix = x0 - g.pl + k;
-    WT v = WmmaType<T>::zero();
-    if (static_cast<unsigned>(iy) < static_cast<unsigned>(g.H) && static_cast<unsigned>(ix) < static_cast<unsigned>(g.W))
-      v = *reinterpret_cast<const WT*>(xc + iy * g.xs2 + ix);
-    Xs[i * g.LDA + k] = v;
-  }
+  stage_window<T>(Xs, g.LDA, g.AROWS, acols, xc, y0 - g.pt, x0 - g.pl, g.H, g.W, g.xs2, tid, NW * 32);
   for (int e = tid; e < BH * kGroupW; e += NW * 32) {
     const int r = e / kGroupW;
     const int q = e - r * kGroupW;
@@ -331,8 +330,8 @@ bool try_tensor_core(const at::Tensor& src, const at::Tensor& dst, const CorrArg
     g.R = a.reduce_m ? static_cast<int>(a.M) : 1;
     g.row_blocks = static_cast<int>(ceil_div<int64_t>(a.H_dst, 16 * NW));
     if (g.row_blocks > 65535) return false;
-    g.ss0 = s.stride(0); g.ss1 = s.stride(1); g.ss2 = static_cast<int>(s.stride(2)); g.ss3 = 1;
-    g.ds0 = d.stride(0); g.ds1 = d.stride(1); g.ds2 = static_cast<int>(d.stride(2)); g.ds3 = 1;
+    g.ss0 = s.stride(0); g.ss1 = s.stride(1); g.ss2 = static_cast<int>(s.stride(2));
+    g.ds0 = d.stride(0); g.ds1 = d.stride(1); g.ds2 = static_cast<int>(d.stride(2));
     const T* sp = static_cast<const T*>(s.const_data_ptr());
     T* dp = static_cast<T*>(d.data_ptr());
     const T* wp = static_cast<const T*>(a.weight);

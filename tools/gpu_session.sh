@@ -49,7 +49,7 @@ for step in $steps; do
   case $step in
     build) (time python3 setup.py -q build_ext --inplace) > "$OUT/build.log" 2>&1; rc=$?; tail -5 "$OUT/build.log"; [ $rc = 0 ] || { echo BUILD FAILED; tail -60 "$OUT/build.log"; exit 1; } ;;
     selfcheck) for f in bench/cuda_selfcheck_*.py; do echo "--- $f"; timeout 240 python3 "$f" > "$OUT/$(basename $f .py).log" 2>&1; echo "rc=$?"; grep -E "FAIL|Error|error|SUMMARY|summary|PASS.*total" "$OUT/$(basename $f .py).log" | head -40; done ;;
-    selfchecktc) CONVEXT_CUDA_TC=1 timeout 240 python3 bench/cuda_selfcheck_fwd_bwd_input.py > "$OUT/selfcheck_tc.log" 2>&1; echo "rc=$?"; grep -E "FAIL|Error|error|SUMMARY|summary|PASS.*total|replk|large13" "$OUT/selfcheck_tc.log" | head -40 ;;
+    selfchecktc) CONVEXT_CUDA_TC=1 timeout 240 python3 bench/cuda_selfcheck_fwd_bwd_input.py --cases 80 > "$OUT/selfcheck_tc.log" 2>&1; echo "rc=$?"; grep -E "FAIL|Error|error|SUMMARY|summary|PASS.*total|replk|large13" "$OUT/selfcheck_tc.log" | head -40 ;;
     testcuda) gpu_tests test_gpu_cuda "not triton" 420 ;;
     testtriton) gpu_tests test_gpu_triton "triton" 500 ;;
     test) gpu_tests test_gpu "" 540 ;;

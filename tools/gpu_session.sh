@@ -3,7 +3,7 @@
 # (or /tmp/convext_out). Usage: bash tools/gpu_session.sh [steps...]
 #   build       python setup.py build_ext --inplace (the CUDA kernels for sm_90)
 #   selfcheck   bench/cuda_selfcheck_*.py: CUDA fwd / grad-input / grad-weight vs float64 + timings
-#   selfchecktc the fwd / grad-input self-check with the opt-in CUDA tensor-core path (CONVEXT_CUDA_TC=1)
+#   selfchecktc both self-checks (80 random cases each) with the opt-in CUDA tensor-core path (CONVEXT_CUDA_TC=1)
 #   testcuda    GPU tests without the Triton ones        testtriton  the Triton GPU tests
 #   test        both                                     testall     every test (CPU ones too)
 #   warm        (warmdw, warmsep: one suite) compiles the Triton kernels of both bench suites in parallel processes (their
@@ -49,7 +49,10 @@ for step in $steps; do
   case $step in
     build) (time python3 setup.py -q build_ext --inplace) > "$OUT/build.log" 2>&1; rc=$?; tail -5 "$OUT/build.log"; [ $rc = 0 ] || { echo BUILD FAILED; tail -60 "$OUT/build.log"; exit 1; } ;;
     selfcheck) for f in bench/cuda_selfcheck_*.py; do echo "--- $f"; timeout 240 python3 "$f" > "$OUT/$(basename $f .py).log" 2>&1; echo "rc=$?"; grep -E "FAIL|Error|error|SUMMARY|summary|PASS.*total" "$OUT/$(basename $f .py).log" | head -40; done ;;
-    selfchecktc) CONVEXT_CUDA_TC=1 timeout 240 python3 bench/cuda_selfcheck_fwd_bwd_input.py --cases 80 > "$OUT/selfcheck_tc.log" 2>&1; echo "rc=$?"; grep -E "FAIL|Error|error|SUMMARY|summary|PASS.*total|replk|large13" "$OUT/selfcheck_tc.log" | head -40 ;;
+    selfchecktc) for f in "cuda_selfcheck_fwd_bwd_input.py --cases 80" "cuda_selfcheck_bwd_weight.py --random 80"; do
+        log="$OUT/tc_$(echo $f | cut -d' ' -f1 | sed 's/.py$//').log"; echo "--- $f (CONVEXT_CUDA_TC=1)"
+        CONVEXT_CUDA_TC=1 timeout 200 python3 bench/$f > "$log" 2>&1; echo "rc=$?"
+        grep -E "FAIL|Error|error|SUMMARY|summary|PASS.*total|, 13, |, 31, " "$log" | head -30; done ;;
     testcuda) gpu_tests test_gpu_cuda "not triton" 420 ;;
     testtriton) gpu_tests test_gpu_triton "triton" 500 ;;
     test) gpu_tests test_gpu "" 540 ;;

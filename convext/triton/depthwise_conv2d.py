@@ -65,7 +65,10 @@ _GW_TARGET_PROGRAMS = 1024
 @triton.jit
 def _udiv(a, b):
     """a // b and a % b for non-negative int32 a, positive b, as unsigned divisions (cheaper in
-    SASS than the signed ones: no sign fix-ups)."""
+    SASS than the signed ones: no sign fix-ups). b may be a plain int (an argument equal to 1 is
+    specialised to one): ``b + a * 0`` makes it a tensor (folded away; triton 3.6 has no
+    tl.to_tensor)."""
+    b = b + a * 0
     q = (a.to(tl.uint32) // b.to(tl.uint32)).to(tl.int32)
     return q, a - q * b
 
@@ -669,12 +672,12 @@ def _dw_bwd_w_nchw_kernel(
     BH: tl.constexpr, BW: tl.constexpr, KR: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    chunk, oc = _udiv(pid, tl.to_tensor(C_out))  # (to_tensor: an argument equal to 1 is an int)
+    chunk, oc = _udiv(pid, C_out)
     ic = oc // M
     t0 = chunk * per_chunk
     t1 = tl.minimum(t0 + per_chunk, total)
-    n0, rem = _udiv(t0, tl.to_tensor(tiles_h * tiles_w))
-    th0, tw0 = _udiv(rem, tl.to_tensor(tiles_w))
+    n0, rem = _udiv(t0, tiles_h * tiles_w)
+    th0, tw0 = _udiv(rem, tiles_w)
 
     dr = tl.arange(0, BH)
     dc = tl.arange(0, BW)
@@ -779,11 +782,11 @@ def _dw_bwd_w_nhwc_kernel(
     TH: tl.constexpr, TW: tl.constexpr, BLOCK_C: tl.constexpr, KR: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    chunk, cb = _udiv(pid, tl.to_tensor(tl.cdiv(C_out, BLOCK_C)))
+    chunk, cb = _udiv(pid, tl.cdiv(C_out, BLOCK_C))
     t0 = chunk * per_chunk
     t1 = tl.minimum(t0 + per_chunk, total)
-    n0, rem = _udiv(t0, tl.to_tensor(tiles_h * tiles_w))
-    th0, tw0 = _udiv(rem, tl.to_tensor(tiles_w))
+    n0, rem = _udiv(t0, tiles_h * tiles_w)
+    th0, tw0 = _udiv(rem, tiles_w)
 
     oc = cb * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = oc < C_out

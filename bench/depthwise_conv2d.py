@@ -9,6 +9,7 @@ FLOPs: fwd = 2*N*C_out*H_out*W_out*kH*kW; bwd = twice that (grad input + grad we
 """
 from __future__ import annotations
 
+import os
 from typing import List, Sequence
 
 import torch
@@ -96,9 +97,24 @@ def _convext_run(backend):
     return run
 
 
+def _cuda_tc_run(inputs, kw):
+    # the opt-in CUDA tensor-core path (CONVEXT_CUDA_TC=1, read by the extension on every call)
+    os.environ["CONVEXT_CUDA_TC"] = "1"
+    try:
+        return _convext_run("cuda")(inputs, kw)
+    finally:
+        os.environ.pop("CONVEXT_CUDA_TC", None)
+
+
+def _tc_case(case, dtype, layout):
+    return harness.compute_bound(case.desc) and dtype in (torch.float16, torch.bfloat16)
+
+
 def providers_for(device: str, names: Sequence[str] = None) -> List[Provider]:
     provs = [Provider(harness.TORCH_PROVIDER, _torch_run)]
     provs += harness.convext_providers(device, _convext_run)
+    if any(p.name == "convext:cuda" for p in provs) and "CONVEXT_CUDA_TC" not in os.environ:
+        provs.append(Provider("convext:cuda-tc", _cuda_tc_run, supports=_tc_case))
     return harness.filter_providers(provs, names)
 
 

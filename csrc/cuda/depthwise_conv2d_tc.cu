@@ -156,12 +156,11 @@ tc_corr_kernel(const T* __restrict__ src, const T* __restrict__ weight, const T*
   }
 }
 
+// Read on every call (a getenv beside a kernel launch costs nothing measurable), so a process can
+// time both paths: bench/depthwise_conv2d.py's "convext:cuda-tc" provider sets it around its calls.
 bool tc_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("CONVEXT_CUDA_TC");
-    return e != nullptr && std::strcmp(e, "1") == 0;
-  }();
-  return on;
+  const char* e = std::getenv("CONVEXT_CUDA_TC");
+  return e != nullptr && std::strcmp(e, "1") == 0;
 }
 
 // Row-contiguous NCHW-like views run in place; others (channels_last, ...) through an NCHW copy.

@@ -54,7 +54,7 @@ def main():
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp16"])
     args = ap.parse_args()
     print(f"triton {triton.__version__}: {args.k}x{args.k} {args.dtype}, stride 1, 56x56 planes")
-    bq, bk = tc._pick_block_q(56, 1, args.k, 1)
+    bq, bk = tc._pick_block_q(56, lambda q: tc._band_k(q, 1, args.k, 1))
     geo = dict(KH=args.k, KW=args.k, SH=1, SW=1, DH=1, DW=1, DOT_F32=False, BLOCK_Q=bq, BLOCK_K=bk)
     ptr = "*" + args.dtype
     found = [compile_kernel(tc._tc_fwd_kernel, dict(geo, HAS_BIAS=True, BLOCK_H=64), ptr, ("sxw", "syw")),

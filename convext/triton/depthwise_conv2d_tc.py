@@ -53,19 +53,26 @@ def _next_pow2(v):
 
 
 def _band_k(bq, s, k, d):
-    """Columns of input one block of ``bq`` outputs reaches: (bq - 1)*s + (k - 1)*d + 1."""
+    """Input columns one block of ``bq`` outputs reaches: (bq - 1)*s + (k - 1)*d + 1."""
     return (bq - 1) * s + (k - 1) * d + 1
 
 
-def _pick_block_q(w_out, s, k, d):
-    """Output-column block minimising the GEMM work ceil(w_out / bq) * BLOCK_K * bq (ties: the
-    larger block); None when even the smallest band exceeds _MAX_BLOCK_K."""
+def _band_k_transposed(bq, s, k, d):
+    """Output columns that reach one block of ``bq`` input columns (grad-input); at most
+    _band_k(bq, s, k, d), so applies() bounds both."""
+    return ((bq - 1) + (k - 1) * d) // s + 1
+
+
+def _pick_block_q(extent, band):
+    """(BLOCK_Q, BLOCK_K) minimising the GEMM work ceil(extent / bq) * BLOCK_K * bq over
+    bq in {64, 32, 16} (ties: the larger block), BLOCK_K = the pow-2 cover of band(bq);
+    None when even the smallest band exceeds _MAX_BLOCK_K."""
     best = None
     for bq in (64, 32, 16):
-        bk = max(16, _next_pow2(_band_k(bq, s, k, d)))
+        bk = max(16, _next_pow2(band(bq)))
         if bk > _MAX_BLOCK_K:
             continue
-        cost = triton.cdiv(max(w_out, 1), bq) * bk * bq
+        cost = triton.cdiv(max(extent, 1), bq) * bk * bq
         if best is None or cost < best[0]:
             best = (cost, bq, bk)
     return None if best is None else best[1:]
@@ -89,8 +96,6 @@ def applies(dtype: torch.dtype, kernel_size, stride, dilation, *tensors) -> bool
     if KH * KW < 81 or KW < 7:
         return False
     if _band_k(16, stride[1], KW, dilation[1]) > _MAX_BLOCK_K:
-        return False
-    if (KW - 1) * dilation[1] + 1 > _MAX_BLOCK_K:  # grad-input band (stride 1 bound)
         return False
     return all(_plane_fits_i32(t) for t in tensors)
 
@@ -323,7 +328,7 @@ def forward(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
     pt, _, pl, _ = padding
     x = _planar(input)
     y = _planar_out(out)
-    bq, bk = _pick_block_q(W_out, SW, KW, DW)
+    bq, bk = _pick_block_q(W_out, lambda q: _band_k(q, SW, KW, DW))
     w = weight.reshape(C_out, KH * KW).contiguous()
     b = bias.contiguous() if bias is not None else w
     kern = _tuner(_tc_fwd_kernel, _FWD_KEY, _tile_configs, (H_out, bq, bk))
@@ -348,14 +353,7 @@ def backward_input(grad_output: torch.Tensor, weight: torch.Tensor, stride: List
     H_out, W_out = grad_output.shape[2], grad_output.shape[3]
     go = _planar(grad_output)
     gi = _planar_out(out)
-    # K: output columns reaching a block of bq input columns
-    bq = bk = None
-    for cand in (64, 32, 16):
-        k = max(16, _next_pow2(((cand - 1) + (KW - 1) * DW) // SW + 1))
-        cost = triton.cdiv(W, cand) * k * cand
-        if k <= _MAX_BLOCK_K and (bq is None or cost < bq[0]):
-            bq = (cost, cand, k)
-    _, bq, bk = bq
+    bq, bk = _pick_block_q(W, lambda q: _band_k_transposed(q, SW, KW, DW))
     w = weight.reshape(C_out, KH * KW).contiguous()
     kern = _tuner(_tc_bwd_in_kernel, _BWD_IN_KEY, _tile_configs, (H, bq, bk))
 
@@ -378,7 +376,7 @@ def backward_weight(grad_output: torch.Tensor, input: torch.Tensor, kernel_size:
     (SH, SW), (DH, DW) = stride, dilation
     pt, _, pl, _ = padding
     x, go = _planar(input), _planar(grad_output)
-    bq, bk = _pick_block_q(W_out, SW, KW, DW)
+    bq, bk = _pick_block_q(W_out, lambda q: _band_k(q, SW, KW, DW))
     n_qb = triton.cdiv(W_out, bq)
     rows = N * H_out
     n_chunks = max(1, triton.cdiv(_GW_TARGET_PROGRAMS, C_out * n_qb))

@@ -175,16 +175,11 @@ void set_kernel_geometry(Cfg& g, int64_t KH, int64_t KW, int64_t dh, int64_t dw,
   g.pt = static_cast<int>(pt); g.pl = static_cast<int>(pl);
 }
 
-template <typename T, int NW>
-void launch_tc(const T* src, const T* w, const T* bias, T* dst, const TcCfg& g, int64_t planes,
-               cudaStream_t stream) {
-  constexpr int BH = 16 * NW;
-  const int smem_a = g.AROWS * g.LDA * 2;
-  const int smem = std::max(smem_a, BH * (kGroupW + 4) * 4) + g.BK * 16 * 2 + ((g.KH * g.KW + 7) / 8) * 16;
-  auto kernel = tc_corr_kernel<T, NW>;
-  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  kernel<<<dim3(static_cast<unsigned>(planes), static_cast<unsigned>(g.row_blocks)), NW * 32, smem, stream>>>(
-      src, w, bias, dst, g);
+// Launch with `smem` bytes of dynamic shared memory (callers computed and bounded it).
+template <typename Kernel, typename... Args>
+void launch_with_smem(Kernel kernel, dim3 grid, int threads, int64_t smem, cudaStream_t stream, Args... args) {
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  kernel<<<grid, threads, static_cast<size_t>(smem), stream>>>(args...);
   CONVEXT_LAUNCH_CHECK();
 }
 
@@ -283,14 +278,6 @@ tc_weight_kernel(const T* __restrict__ x, const T* __restrict__ go, float* __res
   }
 }
 
-template <typename T, int NW>
-void launch_tc_weight(const T* x, const T* go, float* ws, const TcWCfg& g, int64_t parts, int smem,
-                      cudaStream_t stream) {
-  auto kernel = tc_weight_kernel<T, NW>;
-  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  kernel<<<dim3(static_cast<unsigned>(g.C_out), static_cast<unsigned>(parts)), NW * 32, smem, stream>>>(x, go, ws, g);
-  CONVEXT_LAUNCH_CHECK();
-}
 
 }  // namespace
 
@@ -314,8 +301,9 @@ bool try_tensor_core(const at::Tensor& src, const at::Tensor& dst, const CorrArg
     g.LDA = static_cast<int>(ceil_div<int64_t>(kGroupW - 16 + g.BK, 16) * 16 + 16);
     const int NW = a.H_dst <= 16 ? 1 : a.H_dst <= 32 ? 2 : 4;
     g.AROWS = static_cast<int>(16 * NW + (a.KH - 1) * a.dh);
+    // [A window | fp32 output staging (aliased)] + [B band: BK x 16] + [weights, 16-byte padded]
     const int64_t smem = std::max<int64_t>(int64_t(g.AROWS) * g.LDA * 2, 16 * NW * (kGroupW + 4) * 4) +
-                         g.BK * 32 + a.KH * a.KW * 2 + 16;
+                         g.BK * 16 * 2 + ceil_div<int64_t>(a.KH * a.KW, 8) * 16;
     if (smem > kTcMaxSmem) return false;
     const at::Tensor s = planar(src);
     const at::Tensor d = planar_rows(dst) ? dst : at::empty(dst.sizes(), dst.options().memory_format(at::MemoryFormat::Contiguous));
@@ -335,9 +323,10 @@ bool try_tensor_core(const at::Tensor& src, const at::Tensor& dst, const CorrArg
     T* dp = static_cast<T*>(d.data_ptr());
     const T* wp = static_cast<const T*>(a.weight);
     const T* bp = static_cast<const T*>(a.bias);
-    if (NW == 1) launch_tc<T, 1>(sp, wp, bp, dp, g, planes, stream);
-    else if (NW == 2) launch_tc<T, 2>(sp, wp, bp, dp, g, planes, stream);
-    else launch_tc<T, 4>(sp, wp, bp, dp, g, planes, stream);
+    const dim3 grid(static_cast<unsigned>(planes), static_cast<unsigned>(g.row_blocks));
+    if (NW == 1) launch_with_smem(tc_corr_kernel<T, 1>, grid, 32, smem, stream, sp, wp, bp, dp, g);
+    else if (NW == 2) launch_with_smem(tc_corr_kernel<T, 2>, grid, 64, smem, stream, sp, wp, bp, dp, g);
+    else launch_with_smem(tc_corr_kernel<T, 4>, grid, 128, smem, stream, sp, wp, bp, dp, g);
     if (!d.is_same(dst)) dst.copy_(d);
     return true;
   }
@@ -380,10 +369,10 @@ bool try_tensor_core_weight(const at::Tensor& input, const at::Tensor& grad_outp
     const T* xp = static_cast<const T*>(x.const_data_ptr());
     const T* gp = static_cast<const T*>(go.const_data_ptr());
     float* wsp = ws.data_ptr<float>();
-    const int sm = static_cast<int>(smem);
-    if (NW == 1) launch_tc_weight<T, 1>(xp, gp, wsp, g, parts, sm, stream);
-    else if (NW == 2) launch_tc_weight<T, 2>(xp, gp, wsp, g, parts, sm, stream);
-    else launch_tc_weight<T, 4>(xp, gp, wsp, g, parts, sm, stream);
+    const dim3 grid(static_cast<unsigned>(g.C_out), static_cast<unsigned>(parts));
+    if (NW == 1) launch_with_smem(tc_weight_kernel<T, 1>, grid, 32, smem, stream, xp, gp, wsp, g);
+    else if (NW == 2) launch_with_smem(tc_weight_kernel<T, 2>, grid, 64, smem, stream, xp, gp, wsp, g);
+    else launch_with_smem(tc_weight_kernel<T, 4>, grid, 128, smem, stream, xp, gp, wsp, g);
     gw.copy_(ws.sum(0).view(gw.sizes()));  // fixed-order reduction of the partials
     if (compute_bias) gb.copy_(at::sum(go, {0, 2, 3}, false, at::kFloat));
     return true;

@@ -162,6 +162,37 @@ def with_grads(fn, tensors, grad_out_like=None, grad_out=None, seed=1):
     return out.detach(), full, grad_out
 
 
+def check_depthwise(device, backend, x, w, b, stride, padding, dilation, grad_layout=None,
+                  check_torch_dtype=True):
+    """Forward + backward through convext vs float64 F.conv2d (and torch at x's dtype)."""
+    C = x.shape[-3]
+
+    def ours(x_, w_, b_):
+        return convext.depthwise_conv2d(x_, w_, b_, stride, padding, dilation, backend=backend)
+
+    def theirs(x_, w_, b_):
+        return F.conv2d(x_, w_, b_, stride, padding, dilation, groups=C)
+
+    ref, ref_grads, go = with_grads(theirs, [t if t is None else t.double() for t in (x, w, b)])
+    go = go.to(device=device, dtype=x.dtype)
+    if grad_layout is not None and go.dim() == 4:
+        go = to_layout(go, grad_layout)
+    out, grads, _ = with_grads(ours, [x, w, b], grad_out=go)
+    assert out.dtype == x.dtype and out.device == x.device
+    assert_memory_format(out, x)
+    torch_out, torch_grads = None, [None] * 3
+    if x.dtype != torch.float64 and check_torch_dtype:
+        torch_out, torch_grads, _ = with_grads(theirs, [x, w, b], grad_out=go)
+    assert_matches(out, ref, torch_out, name="output")
+    for name, g, rg, tg in zip(("grad_input", "grad_weight", "grad_bias"), grads, ref_grads, torch_grads):
+        if rg is None:
+            assert g is None
+            continue
+        assert g.dtype == x.dtype, f"{name}: dtype {g.dtype}"
+        assert_matches(g, rg, tg, dtype=x.dtype, name=name)
+    return out, grads
+
+
 # --------------------------------------------------------------------------- error rule
 
 # eps of the rule below, relative to the reference's norm; small against any real bug

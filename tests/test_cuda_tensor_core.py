@@ -5,10 +5,9 @@ multi-group widths (> 64 columns), several row blocks, dilation, M > 1, asymmetr
 same cases without the path as the reference behaviour; bitwise-repeatable gradients."""
 import pytest
 import torch
-import torch.nn.functional as F
 
 import convext
-from conftest import HAS_CUDA, assert_matches, assert_memory_format, to_layout, with_grads
+from conftest import HAS_CUDA, check_depthwise, to_layout
 
 CASES = [  # N, C, M, H, W, (kh, kw), padding, dilation
     (2, 16, 1, 56, 56, (31, 31), 15, 1),     # RepLKNet
@@ -38,18 +37,6 @@ def test_large_kernels_fp16_bf16(case, dtype, layout, tc, monkeypatch):
     w = (torch.randn(C * M, 1, *k, device="cuda") / (k[0] * k[1]) ** 0.5).to(dtype)
     b = torch.randn(C * M, device="cuda", dtype=dtype)
 
-    def ours(x_, w_, b_):
-        return convext.depthwise_conv2d(x_, w_, b_, 1, p, d, backend="cuda")
-
-    def theirs(x_, w_, b_):
-        return F.conv2d(x_, w_, b_, 1, p, d, groups=C)
-
-    out, grads, go = with_grads(ours, [x, w, b])
-    ref, ref_grads, _ = with_grads(theirs, [x.double(), w.double(), b.double()], grad_out=go.double())
-    t_out, t_grads, _ = with_grads(theirs, [x, w, b], grad_out=go)
-    assert_memory_format(out, x)
-    assert_matches(out, ref, t_out)
-    for name, g, r, t in zip(("grad_input", "grad_weight", "grad_bias"), grads, ref_grads, t_grads):
-        assert_matches(g, r, t, dtype=dtype, name=name)
-    _, grads2, _ = with_grads(ours, [x, w, b], grad_out=go)
+    _, grads = check_depthwise("cuda", "cuda", x, w, b, 1, p, d)
+    _, grads2 = check_depthwise("cuda", "cuda", x, w, b, 1, p, d)
     assert all(torch.equal(g1, g2) for g1, g2 in zip(grads, grads2)), "gradients differ between two runs"

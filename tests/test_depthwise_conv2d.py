@@ -7,43 +7,12 @@ import torch.nn.functional as F
 
 import convext
 from conftest import (
-    CPU_BACKENDS, HAS_CUDA, LAYOUTS, TRITON_INTERPRETED, assert_matches, assert_memory_format, conv_out_size,
+    CPU_BACKENDS, HAS_CUDA, LAYOUTS, TRITON_INTERPRETED, assert_matches, conv_out_size,
     convext_op_names, device_backend_params, interpreted, make_inputs, poisoned_like_view, random_sweep_params,
-    run_opcheck, to_layout, with_grads,
+    check_depthwise, run_opcheck, to_layout, with_grads,
 )
 
 DEVICE_BACKENDS = device_backend_params()
-
-
-def run_and_check(device, backend, x, w, b, stride, padding, dilation, grad_layout=None,
-                  check_torch_dtype=True):
-    """Forward + backward through convext vs float64 F.conv2d (and torch at x's dtype)."""
-    C = x.shape[-3]
-
-    def ours(x_, w_, b_):
-        return convext.depthwise_conv2d(x_, w_, b_, stride, padding, dilation, backend=backend)
-
-    def theirs(x_, w_, b_):
-        return F.conv2d(x_, w_, b_, stride, padding, dilation, groups=C)
-
-    ref, ref_grads, go = with_grads(theirs, [t if t is None else t.double() for t in (x, w, b)])
-    go = go.to(device=device, dtype=x.dtype)
-    if grad_layout is not None and go.dim() == 4:
-        go = to_layout(go, grad_layout)
-    out, grads, _ = with_grads(ours, [x, w, b], grad_out=go)
-    assert out.dtype == x.dtype and out.device == x.device
-    assert_memory_format(out, x)
-    torch_out, torch_grads = None, [None] * 3
-    if x.dtype != torch.float64 and check_torch_dtype:
-        torch_out, torch_grads, _ = with_grads(theirs, [x, w, b], grad_out=go)
-    assert_matches(out, ref, torch_out, name="output")
-    for name, g, rg, tg in zip(("grad_input", "grad_weight", "grad_bias"), grads, ref_grads, torch_grads):
-        if rg is None:
-            assert g is None
-            continue
-        assert g.dtype == x.dtype, f"{name}: dtype {g.dtype}"
-        assert_matches(g, rg, tg, dtype=x.dtype, name=name)
-    return out, grads
 
 
 # --------------------------------------------------------------------------- the grid
@@ -101,7 +70,7 @@ def test_grid(device, backend, case):
     if interpreted(device, backend):  # the Triton interpreter's cost grows with every dimension
         N, C = min(N, 1), min(C, 2)
     x, w, b = make_inputs(N, C, H, W, k, M, bias, torch.float32, device)
-    run_and_check(device, backend, x, w, b, s, p, d)
+    check_depthwise(device, backend, x, w, b, s, p, d)
 
 
 @pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
@@ -112,7 +81,7 @@ def test_layouts(device, backend, layout):
     C, H, W = (2, 5, 6) if interpreted(device, backend) else (4, 13, 17)
     x, w, b = make_inputs(N, C, H, W, 3, 2, True, torch.float32, device)
     xl = to_layout(x, layout)
-    out, _ = run_and_check(device, backend, xl, w, b, 1, 1, 1,
+    out, _ = check_depthwise(device, backend, xl, w, b, 1, 1, 1,
                            grad_layout=None if layout == "unbatched" else layout)
     assert out.dim() == xl.dim()
 
@@ -137,7 +106,7 @@ TILED = [
 def test_interior_and_border_tiles(device, backend, layout, case):
     _, N, C, H, W, k, s, p, d, M = case
     x, w, b = make_inputs(N, C, H, W, k, M, True, torch.float32, device)
-    run_and_check(device, backend, to_layout(x, layout), w, b, s, p, d,
+    check_depthwise(device, backend, to_layout(x, layout), w, b, s, p, d,
                   grad_layout=layout)
 
 
@@ -232,7 +201,7 @@ def test_random_sweep(device, backend, case):
         w = poisoned_like_view(w)
         if b is not None:
             b = poisoned_like_view(b)
-    out, _ = run_and_check(device, backend, x, w, b, c["stride"], c["padding"], c["dilation"],
+    out, _ = check_depthwise(device, backend, x, w, b, c["stride"], c["padding"], c["dilation"],
                            grad_layout=c["grad_layout"])
     assert torch.isfinite(out).all()
 
@@ -242,13 +211,13 @@ def test_strided_weight_and_bias(device, backend):
     """Weight and bias as strided views of NaN buffers: their strides must be honoured."""
     N, C = (1, 2) if interpreted(device, backend) else (2, 5)
     x, w, b = make_inputs(N, C, 6, 7, 3, 2, True, torch.float32, device)
-    run_and_check(device, backend, x, poisoned_like_view(w), poisoned_like_view(b), 1, 1, 1)
+    check_depthwise(device, backend, x, poisoned_like_view(w), poisoned_like_view(b), 1, 1, 1)
 
 
 @pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
 def test_empty_batch(device, backend):
     x, w, b = make_inputs(0, 2, 8, 8, 3, 2, True, torch.float32, device)
-    out, grads = run_and_check(device, backend, x, w, b, 2, 1, 1)
+    out, grads = check_depthwise(device, backend, x, w, b, 2, 1, 1)
     assert out.shape == (0, 4, 4, 4)
     assert torch.count_nonzero(grads[1]) == 0 and torch.count_nonzero(grads[2]) == 0
 
@@ -276,9 +245,9 @@ def test_backends_listing():
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced"])
 def test_auto_backend(device, layout):
     x, w, b = make_inputs(2, 16, 20, 21, 3, 1, True, torch.float32, device)
-    run_and_check(device, "auto", to_layout(x, layout), w, b, 1, 1, 1)
+    check_depthwise(device, "auto", to_layout(x, layout), w, b, 1, 1, 1)
     x, w, b = make_inputs(1, 8, 15, 15, 5, 2, False, torch.float32, device)
-    run_and_check(device, "auto", x, w, b, 2, 2, 2)
+    check_depthwise(device, "auto", x, w, b, 2, 2, 2)
 
 
 # --------------------------------------------------------------------------- autograd checks
@@ -372,7 +341,7 @@ def test_low_precision_gpu(backend, dtype, layout, shape):
         pytest.skip(f"{backend} not available on cuda")
     N, C, H, W, k, s, p, d, M = shape
     x, w, b = make_inputs(N, C, H, W, k, M, True, dtype, "cuda")
-    run_and_check("cuda", backend, to_layout(x, layout), w, b, s, p, d)
+    check_depthwise("cuda", backend, to_layout(x, layout), w, b, s, p, d)
 
 
 @pytest.mark.parametrize("backend", ["cpu", "torch"])
@@ -383,8 +352,8 @@ def test_low_precision_cpu(backend, dtype):
         F.conv2d(x, w, b, 1, 1, 1, groups=16)
     except RuntimeError as e:
         pytest.skip(f"torch itself has no CPU {dtype} depthwise conv: {e}")
-    run_and_check("cpu", backend, x, w, b, 1, 1, 1)
-    run_and_check("cpu", backend, to_layout(x, "channels_last"), w, b, 2, "valid", 2)
+    check_depthwise("cpu", backend, x, w, b, 1, 1, 1)
+    check_depthwise("cpu", backend, to_layout(x, "channels_last"), w, b, 2, "valid", 2)
 
 
 @pytest.mark.gpu

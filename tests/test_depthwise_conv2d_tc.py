@@ -8,8 +8,7 @@ import torch.nn.functional as F
 
 import convext
 from conftest import (
-    CPU_BACKENDS, assert_matches, assert_memory_format, conv_out_size, pair, poisoned_like_view,
-    to_layout, with_grads,
+    CPU_BACKENDS, assert_matches, check_depthwise, conv_out_size, pair, poisoned_like_view, to_layout,
 )
 
 if "triton" in CPU_BACKENDS or "triton" in convext.backends("cuda" if torch.cuda.is_available() else "cpu"):
@@ -126,22 +125,8 @@ def test_backend_routes_large_kernels(monkeypatch):
     monkeypatch.setattr(tc, "_MODE", "force")
     x = torch.randn(2, 4, 15, 18).to(memory_format=torch.channels_last)
     w = torch.randn(4, 1, 9, 9) / 9
-    b = torch.randn(4)
-
-    def ours(x_, w_, b_):
-        return convext.depthwise_conv2d(x_, w_, b_, padding="same", backend="triton")
-
-    def theirs(x_, w_, b_):
-        return F.conv2d(x_, w_, b_, padding="same", groups=4)
-
-    out, grads, go = with_grads(ours, [x, w, b])
-    ref, ref_grads, _ = with_grads(theirs, [x.double(), w.double(), b.double()], grad_out=go.double())
-    t_out, t_grads, _ = with_grads(theirs, [x, w, b], grad_out=go)
+    check_depthwise("cpu", "triton", x, w, torch.randn(4), 1, "same", 1)
     assert sorted(set(calls)) == ["backward_input", "backward_weight", "forward"], calls
-    assert_memory_format(out, x)
-    assert_matches(out, ref, t_out)
-    for name, g, r, t in zip(("grad_input", "grad_weight", "grad_bias"), grads, ref_grads, t_grads):
-        assert_matches(g, r, t, name=name)
 
 
 @needs_triton
@@ -186,22 +171,9 @@ def test_gpu_triton_backend(case, layout, dtype):
     w = (torch.randn(C * M, 1, kh, kw, device="cuda") / (kh * kw) ** 0.5).to(dtype)
     b = torch.randn(C * M, device="cuda", dtype=dtype)
     assert tc.applies(dtype, (kh, kw), pair(s), pair(d), x)
-
-    def ours(x_, w_, b_):
-        return convext.depthwise_conv2d(x_, w_, b_, s, p, d, backend="triton")
-
-    def theirs(x_, w_, b_):
-        return F.conv2d(x_, w_, b_, s, p, d, groups=C)
-
-    out, grads, go = with_grads(ours, [x, w, b])
-    ref, ref_grads, _ = with_grads(theirs, [x.double(), w.double(), b.double()], grad_out=go.double())
-    t_out, t_grads, _ = with_grads(theirs, [x, w, b], grad_out=go)
-    assert_memory_format(out, x)
-    assert_matches(out, ref, t_out)
-    for name, g, r, t in zip(("grad_input", "grad_weight", "grad_bias"), grads, ref_grads, t_grads):
-        assert_matches(g, r, t, dtype=dtype, name=name)
+    _, grads = check_depthwise("cuda", "triton", x, w, b, s, p, d)
     # grad-weight is reduced in a fixed order: a second run is bitwise equal
-    _, grads2, _ = with_grads(ours, [x, w, b], grad_out=go)
+    _, grads2 = check_depthwise("cuda", "triton", x, w, b, s, p, d)
     assert torch.equal(grads[1], grads2[1]) and torch.equal(grads[2], grads2[2])
 
 

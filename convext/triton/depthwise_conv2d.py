@@ -660,6 +660,18 @@ def _gw_nchw_taps(accs, p, g, s_h, s_w, rows, LIM_H, cols, LIM_W, o_ok, i0,
 # Partials: ws[chunk, oc, tap], bws[chunk, oc].
 # ----------------------------------------------------------------------------------------------
 @triton.jit
+def _gw_tile_origin(th, tw, TH: tl.constexpr, TW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+                    pad_t, pad_l, INT64: tl.constexpr):
+    """First output (oh0, ow0) of tile (th, tw) and the origin (ih0, iw0) of its input window."""
+    oh0 = th * TH
+    ow0 = tw * TW
+    if INT64:
+        oh0 = oh0.to(tl.int64)
+        ow0 = ow0.to(tl.int64)
+    return oh0, ow0, oh0 * SH - pad_t, ow0 * SW - pad_l
+
+
+@triton.jit
 def _dw_bwd_w_nchw_kernel(
     go_ptr, x_ptr, ws_ptr, bws_ptr,
     C_out, M, H, W, H_out, W_out,
@@ -697,13 +709,7 @@ def _dw_bwd_w_nchw_kernel(
         th = th0
         tw = tw0
         for t in range(t0, t1):
-            oh0 = th * BH
-            ow0 = tw * BW
-            if INT64:
-                oh0 = oh0.to(tl.int64)
-                ow0 = ow0.to(tl.int64)
-            ih0 = oh0 * SH - pad_t
-            iw0 = ow0 * SW - pad_l
+            oh0, ow0, ih0, iw0 = _gw_tile_origin(th, tw, BH, BW, SH, SW, pad_t, pad_l, INT64)
             go_t = go_c + n.to(tl.int64) * sgn + (oh0 * sgh + ow0 * sgw)
             p = x_c + n.to(tl.int64) * sxn + (ih0 * sxh + iw0 * sxw) + x_off
             rows_in, cols_in = _nchw_window_in(oh0, ow0, H, W, BH, BW, SH, SW, (KH - 1) * DH,
@@ -808,13 +814,7 @@ def _dw_bwd_w_nhwc_kernel(
         th = th0
         tw = tw0
         for t in range(t0, t1):
-            oh0 = th * TH
-            ow0 = tw * TW
-            if INT64:
-                oh0 = oh0.to(tl.int64)
-                ow0 = ow0.to(tl.int64)
-            ih0 = oh0 * SH - pad_t
-            iw0 = ow0 * SW - pad_l
+            oh0, ow0, ih0, iw0 = _gw_tile_origin(th, tw, TH, TW, SH, SW, pad_t, pad_l, INT64)
             go_t = go_ptr + n.to(tl.int64) * sgn + (oh0 * sgh + ow0 * sgw)
             p = x_ptr + n.to(tl.int64) * sxn + (ih0 * sxh + iw0 * sxw) + x_off
             rows_in, cols_in = _nchw_window_in(oh0, ow0, H, W, TH, TW, SH, SW, (KH - 1) * DH,

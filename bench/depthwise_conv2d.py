@@ -97,11 +97,14 @@ def _convext_run(backend):
     return run
 
 
+_cuda_run = _convext_run("cuda")
+
+
 def _cuda_tc_run(inputs, kw):
     # the opt-in CUDA tensor-core path (CONVEXT_CUDA_TC=1, read by the extension on every call)
     os.environ["CONVEXT_CUDA_TC"] = "1"
     try:
-        return _convext_run("cuda")(inputs, kw)
+        return _cuda_run(inputs, kw)
     finally:
         os.environ.pop("CONVEXT_CUDA_TC", None)
 

@@ -29,9 +29,9 @@ import torch
 import triton
 import triton.language as tl
 from torch._prims_common import suggest_memory_format
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
-from .depthwise_conv2d import _acc_weights, _zeros_2d
+from .depthwise_conv2d import _acc_weights, _launcher, _zeros_2d
 
 __all__ = ["depthwise_separable_conv2d", "depthwise_separable_conv2d_backward"]
 
@@ -466,15 +466,15 @@ def _is_fake(*tensors):
 def _launch(tuned, raw, grid, is_f64, tensors, args, kwargs):
     """Launch `tuned` (autotuned) or, for fp64, `raw` with the fixed fp64 blocks.
 
-    Under TRITON_INTERPRET=1 wrap_triton hands back the raw interpreted kernel, which cannot run
-    on fake/meta tensors; skipping it there lets triton_op's default fake impl trace the body.
+    Under TRITON_INTERPRET=1 the kernels launch unwrapped (`_launcher`) and cannot run on
+    fake/meta tensors; skipping them there lets triton_op's default fake impl trace the body.
     """
     if _INTERPRET and _is_fake(*tensors):
         return
     if is_f64:
-        wrap_triton(raw)[grid](*args, **kwargs, **_F64_META)
+        _launcher(raw)[grid](*args, **kwargs, **_F64_META)
     else:
-        wrap_triton(tuned)[grid](*args, **kwargs)
+        _launcher(tuned)[grid](*args, **kwargs)
 
 
 def _dot_mode(dtype):
@@ -731,7 +731,7 @@ def _triton_depthwise_separable_conv2d_backward(
 
 if _INTERPRET:
     # triton_op decomposes into its body under AOTDispatcher (torch.compile) so that Inductor sees
-    # the kernels; under TRITON_INTERPRET=1 wrap_triton returns the raw interpreted kernel, which
+    # the kernels; under TRITON_INTERPRET=1 the kernels launch unwrapped (`_launcher`), which
     # cannot be traced, so the decomposed graph would lose the launches. Keep the ops opaque there.
     from torch._subclasses.functional_tensor import FunctionalTensorMode
 

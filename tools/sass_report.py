@@ -134,7 +134,7 @@ class _SepCaptured(Exception):
 def capture_sep(call):
     """Runs a separable op call with its first launch intercepted: (autotuner or kernel, grid,
     args, kwargs)."""
-    saved = sep.wrap_triton
+    saved = sep._launcher
 
     def fake_wrap(kern):
         class _L:
@@ -145,13 +145,13 @@ def capture_sep(call):
                 return launch
         return _L()
 
-    sep.wrap_triton = fake_wrap
+    sep._launcher = fake_wrap
     try:
         call()
     except _SepCaptured:
         return capture_sep.last
     finally:
-        sep.wrap_triton = saved
+        sep._launcher = saved
     raise RuntimeError("the op launched no kernel")
 
 
@@ -160,10 +160,11 @@ SEP_SHAPES = [("mbv1", 64, 256, 256, 56, 3, 1), ("mbv2p", 64, 144, 24, 56, 3, 1)
 
 
 def sep_variants():
-    """(name, op thunk) for the fused separable kernels: forward (act1=relu, act2=none) and
-    grad of the intermediate (act1=relu, so the depthwise tile is recomputed there)."""
+    """(name, op thunk) for the fused separable kernels: forward (act1=relu, act2=none), grad of
+    the intermediate (act1=relu, so the depthwise tile is recomputed there) and the pointwise
+    weight / bias gradient (sepgw, the depthwise tile recomputed too)."""
     out = []
-    for op in ("sepfwd", "sepgz"):
+    for op in ("sepfwd", "sepgz", "sepgw"):
         for layout in ("nchw", "nhwc"):
             for sname, N, C, CO, H, k, d in SEP_SHAPES:
                 for dtype in (torch.float32, torch.bfloat16):
@@ -187,9 +188,9 @@ def _sep_thunk(op, layout, N, C, CO, H, k, d, dtype):
                                                    "none")
         else:
             g = torch.empty(N, CO, H, H, dtype=dtype, memory_format=fmt)
+            mask = [True, False, False, False, False] if op == "sepgz" else [False, False, True, False, True]
             sep._triton_depthwise_separable_conv2d_backward(
-                g, x, dww, pww, dwb, pwb, st, pad, dil, "relu", "none",
-                [True, False, False, False, False])
+                g, x, dww, pww, dwb, pwb, st, pad, dil, "relu", "none", mask)
     return call
 
 

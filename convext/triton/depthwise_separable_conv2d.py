@@ -446,7 +446,10 @@ def _sep_bwd_pw_kernel(
         tl.store(ws + offs_co[:, None] * CM + offs_k[None, :], acc_w,
                  mask=co_mask[:, None] & k_mask[None, :])
     if COMPUTE_B:
-        tl.store(wsb_ptr + s * COUT + offs_co, acc_b, mask=co_mask & (pid_k == 0))
+        # A branch, not `co_mask & (pid_k == 0)`: triton 3.9's interpreter gives a block mask
+        # combined with a scalar predicate a non-boolean dtype and refuses the store.
+        if pid_k == 0:
+            tl.store(wsb_ptr + s * COUT + offs_co, acc_b, mask=co_mask)
 
 
 _sep_fwd_tuned = _autotune(_KEY)(_sep_fwd_kernel)

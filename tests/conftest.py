@@ -162,8 +162,33 @@ def with_grads(fn, tensors, grad_out_like=None, grad_out=None, seed=1):
     return out.detach(), full, grad_out
 
 
+def check_op(device, ours, theirs, tensors, grad_names, grad_layout=None, check_torch_dtype=True):
+    """Forward + backward of `ours` vs `theirs` in float64 (and `theirs` at the input's dtype, the
+    error bound's yardstick): output dtype, device and memory format, then the output and every
+    gradient (None exactly where the reference has none, else the input's dtype)."""
+    x = tensors[0]
+    ref, ref_grads, go = with_grads(theirs, [t if t is None else t.double() for t in tensors])
+    go = go.to(device=device, dtype=x.dtype)
+    if grad_layout is not None and go.dim() == 4:
+        go = to_layout(go, grad_layout)
+    out, grads, _ = with_grads(ours, list(tensors), grad_out=go)
+    assert out.dtype == x.dtype and out.device == x.device
+    assert_memory_format(out, x)
+    torch_out, torch_grads = None, [None] * len(tensors)
+    if x.dtype != torch.float64 and check_torch_dtype:
+        torch_out, torch_grads, _ = with_grads(theirs, list(tensors), grad_out=go)
+    assert_matches(out, ref, torch_out, name="output")
+    for name, g, rg, tg in zip(grad_names, grads, ref_grads, torch_grads):
+        if rg is None:
+            assert g is None
+            continue
+        assert g.dtype == x.dtype, f"{name}: dtype {g.dtype}"
+        assert_matches(g, rg, tg, dtype=x.dtype, name=name)
+    return out, grads
+
+
 def check_depthwise(device, backend, x, w, b, stride, padding, dilation, grad_layout=None,
-                  check_torch_dtype=True):
+                    check_torch_dtype=True):
     """Forward + backward through convext vs float64 F.conv2d (and torch at x's dtype)."""
     C = x.shape[-3]
 
@@ -173,24 +198,8 @@ def check_depthwise(device, backend, x, w, b, stride, padding, dilation, grad_la
     def theirs(x_, w_, b_):
         return F.conv2d(x_, w_, b_, stride, padding, dilation, groups=C)
 
-    ref, ref_grads, go = with_grads(theirs, [t if t is None else t.double() for t in (x, w, b)])
-    go = go.to(device=device, dtype=x.dtype)
-    if grad_layout is not None and go.dim() == 4:
-        go = to_layout(go, grad_layout)
-    out, grads, _ = with_grads(ours, [x, w, b], grad_out=go)
-    assert out.dtype == x.dtype and out.device == x.device
-    assert_memory_format(out, x)
-    torch_out, torch_grads = None, [None] * 3
-    if x.dtype != torch.float64 and check_torch_dtype:
-        torch_out, torch_grads, _ = with_grads(theirs, [x, w, b], grad_out=go)
-    assert_matches(out, ref, torch_out, name="output")
-    for name, g, rg, tg in zip(("grad_input", "grad_weight", "grad_bias"), grads, ref_grads, torch_grads):
-        if rg is None:
-            assert g is None
-            continue
-        assert g.dtype == x.dtype, f"{name}: dtype {g.dtype}"
-        assert_matches(g, rg, tg, dtype=x.dtype, name=name)
-    return out, grads
+    return check_op(device, ours, theirs, (x, w, b), ("grad_input", "grad_weight", "grad_bias"),
+                    grad_layout, check_torch_dtype)
 
 
 # --------------------------------------------------------------------------- error rule

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import convext
 from conftest import (
-    ACTIVATIONS, CPU_BACKENDS, HAS_CUDA, LAYOUTS, assert_matches, assert_memory_format, conv_out_size,
+    ACTIVATIONS, CPU_BACKENDS, HAS_CUDA, LAYOUTS, assert_matches, check_op, conv_out_size,
     convext_op_names, device_backend_params, interpreted, make_inputs, poisoned_like_view, random_sweep_params,
     run_opcheck, to_layout, torch_separable, with_grads,
 )
@@ -26,7 +26,6 @@ def make_separable(N, C, H, W, k, M, Cout, dw_bias, pw_bias, dtype=torch.float32
 
 def run_and_check(device, backend, tensors, stride, padding, dilation, acts=(None, None),
                   grad_layout=None, check_torch_dtype=True):
-    x = tensors[0]
     a1, a2 = acts
 
     def ours(x_, dw_w, pw_w, dw_b, pw_b):
@@ -37,26 +36,9 @@ def run_and_check(device, backend, tensors, stride, padding, dilation, acts=(Non
     def theirs(x_, dw_w, pw_w, dw_b, pw_b):
         return torch_separable(x_, dw_w, pw_w, dw_b, pw_b, stride, padding, dilation, a1, a2)
 
-    ref, ref_grads, go = with_grads(theirs, [t if t is None else t.double() for t in tensors])
-    go = go.to(device=device, dtype=x.dtype)
-    if grad_layout is not None and go.dim() == 4:
-        go = to_layout(go, grad_layout)
-    out, grads, _ = with_grads(ours, list(tensors), grad_out=go)
-    assert out.dtype == x.dtype and out.device == x.device
-    assert_memory_format(out, x)
-    torch_out, torch_grads = None, [None] * 5
-    if x.dtype != torch.float64 and check_torch_dtype:
-        torch_out, torch_grads, _ = with_grads(theirs, list(tensors), grad_out=go)
-    assert_matches(out, ref, torch_out, name="output")
     names = ("grad_input", "grad_depthwise_weight", "grad_pointwise_weight",
              "grad_depthwise_bias", "grad_pointwise_bias")
-    for name, g, rg, tg in zip(names, grads, ref_grads, torch_grads):
-        if rg is None:
-            assert g is None
-            continue
-        assert g.dtype == x.dtype, f"{name}: dtype {g.dtype}"
-        assert_matches(g, rg, tg, dtype=x.dtype, name=name)
-    return out, grads
+    return check_op(device, ours, theirs, tensors, names, grad_layout, check_torch_dtype)
 
 
 # --------------------------------------------------------------------------- the grid

@@ -243,37 +243,8 @@ def dag_paths(insns):
     """Distinct entry-to-EXIT path lengths of the reachable CFG with the back edges cut (each
     loop body counted once, for one trip), sorted."""
     succ = _succ_fn(insns)
-    n = len(insns)
-    color = [0] * n
-    back = set()
-    order = []
-    stack = [(0, iter(succ(0)))]
-    color[0] = 1
-    while stack:
-        node, it = stack[-1]
-        nxt = next(it, None)
-        if nxt is None:
-            color[node] = 2
-            order.append(node)
-            stack.pop()
-        elif color[nxt] == 1:
-            back.add((node, nxt))
-        elif color[nxt] == 0:
-            color[nxt] = 1
-            stack.append((nxt, iter(succ(nxt))))
-    lens = {}
-    for node in order:  # DFS post-order: successors (other than along back edges) first
-        s = [x for x in succ(node) if (node, x) not in back]
-        acc = set()
-        if not s:
-            acc = {0} if not succ(node) else set()
-        for x in s:
-            acc |= lens[x]
-        if len(acc) > 64:
-            v = sorted(acc)
-            acc = set(v[:: max(1, len(v) // 32)]) | {v[0], v[-1]}
-        lens[node] = {1 + v for v in acc}
-    return sorted(lens[0])
+    _, order, back = _dfs(succ, len(insns))
+    return _entry_lengths(succ, order, back)
 
 
 def sep_report(name, tuner, args, kwargs, config):
@@ -461,6 +432,51 @@ def _succ_fn(insns):
     return succ
 
 
+def _dfs(succ, n):
+    """Iterative DFS of the CFG from instruction 0: (visited flags, post-order, back edges)."""
+    color = [0] * n
+    order, back = [], []
+    stack = [(0, iter(succ(0)))]
+    color[0] = 1
+    while stack:
+        node, it = stack[-1]
+        nxt = next(it, None)
+        if nxt is None:
+            color[node] = 2
+            order.append(node)
+            stack.pop()
+        elif color[nxt] == 1:
+            back.append((node, nxt))
+        elif color[nxt] == 0:
+            color[nxt] = 1
+            stack.append((nxt, iter(succ(nxt))))
+    return color, order, back
+
+
+def _thin(acc):
+    """Keep at most ~34 of a set of path lengths: the extremes and a spread."""
+    if len(acc) <= 64:
+        return acc
+    v = sorted(acc)
+    return set(v[:: max(1, len(v) // 32)]) | {v[0], v[-1]}
+
+
+def _entry_lengths(succ, order, back):
+    """Distinct entry-to-EXIT path lengths with the back edges cut (a loop body counts once),
+    from the DFS post-order (successors before their predecessors once back edges are cut)."""
+    back = set(back)
+    lens = {}
+    for node in order:
+        s = [x for x in succ(node) if (node, x) not in back]
+        acc = set()
+        if not s:
+            acc = {0} if not succ(node) else set()
+        for x in s:
+            acc |= lens[x]
+        lens[node] = {1 + v for v in _thin(acc)}
+    return sorted(lens[0])
+
+
 def _dag_lengths(nodes, succ, sink_edge):
     """Distinct lengths (instructions) of the paths from each node of an acyclic sub-CFG to its
     end; a node ends a path when sink_edge(node, successor) holds for one of its successors or
@@ -483,10 +499,7 @@ def _dag_lengths(nodes, succ, sink_edge):
                 acc.add(0)
             for x in inner:
                 acc |= memo[x]
-            if len(acc) > 64:  # keep the extremes and a spread
-                w = sorted(acc)
-                acc = set(w[:: max(1, len(w) // 32)]) | {w[0], w[-1]}
-            memo[v] = {1 + a for a in acc}
+            memo[v] = {1 + a for a in _thin(acc)}
     for v in nodes:
         visit(v)
     return memo
@@ -499,21 +512,7 @@ def loop_paths(insns):
     one trip executes (each distinct branch combination inside gives its own length)."""
     succ = _succ_fn(insns)
     n = len(insns)
-    color = [0] * n
-    back = []
-    stack = [(0, iter(succ(0)))]
-    color[0] = 1
-    while stack:
-        node, it = stack[-1]
-        nxt = next(it, None)
-        if nxt is None:
-            color[node] = 2
-            stack.pop()
-        elif color[nxt] == 1:
-            back.append((node, nxt))
-        elif color[nxt] == 0:
-            color[nxt] = 1
-            stack.append((nxt, iter(succ(nxt))))
+    color, _, back = _dfs(succ, n)
     pred = [[] for _ in range(n)]
     for i in range(n):
         if color[i]:
@@ -546,43 +545,11 @@ def cfg_paths(insns):
     """(straight_line, path lengths, reachable): the distinct lengths in instructions of the
     entry-to-EXIT paths of the reachable CFG (sorted); None when it has a cycle."""
     succ = _succ_fn(insns)
-    n = len(insns)
-
-    # reachability + cycle detection (iterative DFS)
-    color = [0] * n
-    order = []
-    has_cycle = False
-    stack = [(0, iter(succ(0)))]
-    color[0] = 1
-    while stack:
-        node, it = stack[-1]
-        nxt = next(it, None)
-        if nxt is None:
-            color[node] = 2
-            order.append(node)
-            stack.pop()
-        elif color[nxt] == 1:
-            has_cycle = True
-        elif color[nxt] == 0:
-            color[nxt] = 1
-            stack.append((nxt, iter(succ(nxt))))
+    color, order, back = _dfs(succ, len(insns))
     reachable = sum(1 for c in color if c)
-    if has_cycle:
+    if back:
         return False, None, reachable
-    lens = {}
-    for node in order:  # reverse topological: successors first
-        s = succ(node)
-        if not s:
-            lens[node] = {1}
-        else:
-            acc = set()
-            for x in s:
-                acc |= lens[x]
-            if len(acc) > 64:  # keep the extremes and a spread
-                v = sorted(acc)
-                acc = set(v[:: max(1, len(v) // 32)]) | {v[0], v[-1]}
-            lens[node] = {1 + v for v in acc}
-    return True, sorted(lens[0]), reachable
+    return True, _entry_lengths(succ, order, back), reachable
 
 
 def analyse(sass, res):

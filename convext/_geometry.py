@@ -7,7 +7,7 @@ from typing import Optional, Tuple
 import torch
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-ACTIVATIONS = ("none", "relu", "relu6", "silu", "gelu")
+ACTIVATIONS = ("none", "relu", "relu6", "silu", "gelu", "hardswish")
 
 
 @dataclasses.dataclass(frozen=True)

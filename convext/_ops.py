@@ -39,6 +39,8 @@ def apply_activation(x, name: str):
         return F.silu(x)
     if name == "gelu":
         return F.gelu(x)
+    if name == "hardswish":
+        return F.hardswish(x)
     raise ValueError(f"convext: unknown activation {name!r}")
 
 

@@ -19,7 +19,7 @@
 namespace convext {
 namespace {
 
-enum class Act { None, Relu, Relu6, Silu, Gelu };
+enum class Act { None, Relu, Relu6, Silu, Gelu, Hardswish };
 
 Act parse_activation(c10::string_view name, const char* arg) {
   if (name == "none") return Act::None;
@@ -27,8 +27,9 @@ Act parse_activation(c10::string_view name, const char* arg) {
   if (name == "relu6") return Act::Relu6;
   if (name == "silu") return Act::Silu;
   if (name == "gelu") return Act::Gelu;
+  if (name == "hardswish") return Act::Hardswish;
   TORCH_CHECK(false, "convext: ", arg, " must be one of \"none\", \"relu\", \"relu6\", \"silu\", "
-              "\"gelu\", got \"", std::string(name), "\"");
+              "\"gelu\", \"hardswish\", got \"", std::string(name), "\"");
 }
 
 at::Tensor apply_act(const at::Tensor& t, Act act) {
@@ -38,11 +39,14 @@ at::Tensor apply_act(const at::Tensor& t, Act act) {
     case Act::Relu6: return at::hardtanh(t, 0.0, 6.0);
     case Act::Silu: return at::silu(t);
     case Act::Gelu: return at::gelu(t);  // approximate="none": exact erf form
+    case Act::Hardswish: return at::hardswish(t);  // t * relu6(t + 3) / 6
   }
   return t;
 }
 
-// grad * act'(t), with torch's own derivative conventions (relu'(0) = 0, relu6' = 0 at 0 and 6).
+// grad * act'(t), with torch's own derivative conventions (relu'(0) = 0, relu6' = 0 at 0 and 6,
+// hardswish' = 0 for t <= -3, t/3 + 1/2 on (-3, 3), 1 for t >= 3 in current torch; some older
+// releases took t/3 + 1/2 on the closed [-3, 3]).
 at::Tensor act_backward(const at::Tensor& grad, const at::Tensor& t, Act act) {
   switch (act) {
     case Act::None: return grad;
@@ -50,6 +54,7 @@ at::Tensor act_backward(const at::Tensor& grad, const at::Tensor& t, Act act) {
     case Act::Relu6: return at::hardtanh_backward(grad, t, 0.0, 6.0);
     case Act::Silu: return at::silu_backward(grad, t);
     case Act::Gelu: return at::gelu_backward(grad, t);
+    case Act::Hardswish: return at::hardswish_backward(grad, t);
   }
   return grad;
 }

@@ -8,7 +8,8 @@
 //   unsqueezes unbatched inputs. padding is explicit and possibly asymmetric:
 //   [top, bottom, left, right] (how "same" with an even effective kernel is
 //   expressed). Outputs follow input.suggest_memory_format().
-//   Activation names: "none", "relu", "relu6", "silu", "gelu" (erf form).
+//   Activation names: "none", "relu", "relu6", "silu", "gelu" (erf form), "hardswish"
+//   (x * relu6(x + 3) / 6, as F.hardswish).
 #include <Python.h>
 #include <torch/library.h>
 

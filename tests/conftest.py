@@ -27,7 +27,7 @@ import convext  # noqa: E402
 HAS_CUDA = torch.cuda.is_available()
 TRITON_INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
-ACTIVATIONS = (None, "relu", "relu6", "silu", "gelu")
+ACTIVATIONS = (None, "relu", "relu6", "silu", "gelu", "hardswish")
 
 
 # --------------------------------------------------------------------------- markers
@@ -126,6 +126,7 @@ def activation_fn(name):
         "relu6": F.relu6,
         "silu": F.silu,
         "gelu": F.gelu,  # exact (erf) form, as nn.GELU()
+        "hardswish": F.hardswish,  # x * relu6(x + 3) / 6, as nn.Hardswish() (MobileNetV3)
     }[name]
 
 

@@ -68,7 +68,8 @@ GRID = [
 
 PAIRS = list(itertools.product(ACTIVATIONS, ACTIVATIONS))
 # every activation in each position at least once, for the slow interpreter
-INTERPRETED_PAIRS = [(None, "relu"), ("relu", "relu6"), ("relu6", "silu"), ("silu", "gelu"), ("gelu", None)]
+INTERPRETED_PAIRS = [(None, "relu"), ("relu", "relu6"), ("relu6", "silu"), ("silu", "gelu"),
+                     ("gelu", "hardswish"), ("hardswish", None)]
 
 
 def _grid_params():
@@ -102,11 +103,48 @@ def _act_params():
 
 @pytest.mark.parametrize("device,backend,acts", _act_params())
 def test_activation_pairs(device, backend, acts):
-    # Scaled so the depthwise output crosses every kink (0 for relu, 6 for relu6).
+    # Scaled so the depthwise output crosses every kink (0 for relu, 6 for relu6, -3 and 3 for
+    # hardswish).
     shape = (1, 2, 6, 7, 3, 2, 3) if interpreted(device, backend) else (2, 3, 7, 8, 3, 2, 5)
     t = list(make_separable(*shape, True, True, torch.float32, device))
     t[1] = t[1] * 4
     run_and_check(device, backend, t, 1, 1, 1, acts=acts)
+
+
+# Pre-activation values exactly at every kink (relu: 0; relu6: 0, 6; hardswish: -3, 3) and around.
+KINK_VALUES = (-7.0, -4.0, -3.0, -2.0, -0.5, 0.0, 0.5, 2.0, 3.0, 4.0, 6.0, 7.0)
+KINK_CASES = ([(a, pos, torch.float32) for a in ACTIVATIONS[1:] for pos in ("dw", "pw")]
+              + [("hardswish", pos, torch.float64) for pos in ("dw", "pw")])
+
+
+def _kink_params():
+    params = []
+    for p in DEVICE_BACKENDS:
+        device, backend = p.values
+        for a, pos, dtype in KINK_CASES:
+            if interpreted(device, backend) and a not in ("relu6", "hardswish"):
+                continue
+            params.append(pytest.param(device, backend, a, pos, dtype,
+                                       id=f"{p.id}-{a}-{pos}-{str(dtype)[6:]}", marks=p.marks))
+    return params
+
+
+@pytest.mark.parametrize("device,backend,act,pos,dtype", _kink_params())
+def test_activation_kinks(device, backend, act, pos, dtype):
+    """Derivative conventions at the kinks, as torch's backward formulas (relu'(0) = 0, relu6' = 0
+    at 0 and 6, hardswish' = 0 at -3 and 1 at 3): a 1x1 depthwise weight of ones and an
+    identity pointwise weight (zero biases) put the activation's input exactly at the kinks."""
+    C, H, W = 4, 3, 3
+    g = torch.Generator().manual_seed(7)
+    v = torch.tensor(KINK_VALUES, dtype=dtype)
+    x = torch.cat([v[torch.randperm(v.numel(), generator=g)] for _ in range(C * H * W // v.numel())])
+    x = x.view(1, C, H, W).to(device)
+    dw_w = torch.ones(C, 1, 1, 1, dtype=dtype, device=device)
+    pw_w = torch.eye(C, dtype=dtype, device=device).view(C, C, 1, 1)
+    dw_b = torch.zeros(C, dtype=dtype, device=device)
+    pw_b = torch.zeros(C, dtype=dtype, device=device)
+    acts = (act, None) if pos == "dw" else (None, act)
+    run_and_check(device, backend, (x, dw_w, pw_w, dw_b, pw_b), 1, 0, 1, acts=acts)
 
 
 @pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
@@ -224,7 +262,8 @@ def test_auto_backend(device):
 
 
 @pytest.mark.parametrize("device,backend", DEVICE_BACKENDS)
-@pytest.mark.parametrize("acts", [(None, None), ("silu", "gelu")], ids=["plain", "silu-gelu"])
+@pytest.mark.parametrize("acts", [(None, None), ("silu", "gelu"), ("hardswish", "hardswish")],
+                         ids=["plain", "silu-gelu", "hardswish"])
 def test_gradcheck(device, backend, acts):
     t = make_separable(1, 2, 5, 6, (3, 2), 2, 3, True, True, torch.float64, device)
     t = [v.requires_grad_(True) for v in t]

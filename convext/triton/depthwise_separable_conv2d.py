@@ -39,7 +39,7 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # CONVEXT_TRITON_AUTOTUNE=0: take the first fitting config instead of benchmarking them all (tests).
 _NO_AUTOTUNE = os.environ.get("CONVEXT_TRITON_AUTOTUNE", "1") == "0"
 
-_ACTS = {"none": 0, "relu": 1, "relu6": 2, "silu": 3, "gelu": 4}
+_ACTS = {"none": 0, "relu": 1, "relu6": 2, "silu": 3, "gelu": 4, "hardswish": 5}
 
 # dot modes (constexpr)
 _DOT_LOWP = 0  # fp16 / bf16 operands, fp32 accumulate
@@ -119,6 +119,9 @@ def _act(x, ACT: tl.constexpr):
         x = x / (1.0 + tl.exp(-x))
     elif ACT == 4:
         x = 0.5 * x * (1.0 + tl.math.erf(x * 0.7071067811865476))
+    elif ACT == 5:
+        # x * relu6(x + 3) / 6
+        x = x * tl.minimum(tl.maximum(x + 3.0, 0.0), 6.0) / 6.0
     return x
 
 
@@ -136,6 +139,10 @@ def _act_grad(x, ACT: tl.constexpr):
         cdf = 0.5 * (1.0 + tl.math.erf(x * 0.7071067811865476))
         pdf = tl.exp(-0.5 * x * x) * 0.3989422804014327
         d = cdf + x * pdf
+    elif ACT == 5:
+        # torch's hardswish_backward: 0 for x <= -3, x / 3 + 1/2 on (-3, 3), 1 for x >= 3 (the
+        # kinks take the outer slope, as relu / relu6 do; NaN takes the last branch, as there)
+        d = tl.where(x <= -3.0, 0.0, tl.where(x < 3.0, x / 3.0 + 0.5, 1.0)).to(x.dtype)
     else:
         d = tl.full(x.shape, 1.0, x.dtype)
     return d

@@ -2,6 +2,7 @@
 gradients, train and eval), what is replaced, what is fused, what is left alone, and
 BatchNorm folding."""
 import copy
+import warnings
 
 import pytest
 import torch
@@ -362,3 +363,203 @@ def test_fold_batchnorm_leaves_original():
     convext.convert(model, fold_batchnorm=True)
     after = snapshot(model)
     assert before[0] == after[0] and all(torch.equal(before[1][k], after[1][k]) for k in before[1])
+
+
+# --------------------------------------------------------------------------- dataflow, not names
+
+
+class Named(nn.Module):
+    """A module with `.depthwise` / `.pointwise` attributes whose forward is given: names decide nothing."""
+
+    def __init__(self, forward, cin=8, cout=8, bn=False):
+        super().__init__()
+        self.depthwise = nn.Conv2d(cin, cin, 3, padding=1, groups=cin)
+        self.bn = nn.BatchNorm2d(cin) if bn else nn.Identity()
+        self.pointwise = nn.Conv2d(cin, cout, 1)
+        self._forward = forward
+
+    def forward(self, x):
+        return self._forward(self, x)
+
+
+class Piecewise(nn.Module):
+    """A Sequential whose members the parent calls one by one."""
+
+    def __init__(self, forward):
+        super().__init__()
+        self.seq = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Conv2d(8, 8, 1))
+        self._forward = forward
+
+    def forward(self, x):
+        return self._forward(self, x)
+
+
+class TrainOnlyDropout(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.drop = nn.Dropout(0.0)  # p=0: same values, but another dataflow in train mode
+        self.pw = nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        y = self.dw(x)
+        if self.training:
+            y = self.drop(y) * 1.0
+        return self.pw(y)
+
+
+class SharedAct(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.act = nn.ReLU()
+        self.pw = nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        return self.act(self.pw(self.act(self.dw(x))))
+
+
+class Untraceable(nn.Module):
+    """Data-dependent control flow: torch.fx cannot trace its forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.block = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Conv2d(8, 8, 1))
+
+    def forward(self, x):
+        return self.block(x) if x.sum() > 0 else -self.block(-x)
+
+
+class HasUntraceableChild(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.odd = Untraceable()
+        self.sep = nn.Sequential(nn.Conv2d(8, 8, 5, padding=2, groups=8), nn.ReLU6(), nn.Conv2d(8, 12, 1))
+
+    def forward(self, x):
+        return self.sep(self.odd(x))
+
+
+NOT_FUSED = {
+    "pointwise_first": lambda: Named(lambda m, x: m.depthwise(m.pointwise(x))),
+    "depthwise_output_used_twice": lambda: Named(lambda m, x: (lambda d: m.pointwise(d) + d)(m.depthwise(x))),
+    "bn_between_train": lambda: Named(lambda m, x: m.pointwise(F.relu(m.bn(m.depthwise(x)))), bn=True),
+    "functional_relu_between": lambda: Named(lambda m, x: m.pointwise(F.relu(m.depthwise(x)))),
+    "scaled_between": lambda: Named(lambda m, x: m.pointwise(2.0 * m.depthwise(x))),
+    "piecewise_two_users": lambda: Piecewise(lambda m, x: (lambda y: m.seq[1](y) + y.mean())(m.seq[0](x))),
+    "piecewise_op_between": lambda: Piecewise(lambda m, x: m.seq[1](torch.tanh(m.seq[0](x)))),
+    "depthwise_called_twice": lambda: Named(lambda m, x: m.pointwise(m.depthwise(m.depthwise(x)))),
+    "train_only_dataflow": TrainOnlyDropout,
+    "shared_activation": SharedAct,
+    "untraceable": Untraceable,
+}
+
+
+@pytest.mark.parametrize("name", list(NOT_FUSED))
+def test_not_a_plain_chain_is_not_fused(name):
+    torch.manual_seed(0)
+    model = randomized(NOT_FUSED[name]())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        conv = convext.convert(model)
+    assert count(conv, FusedDepthwiseConv2d, exact=False) == 0, conv.convext_report
+    assert count(conv, FusedPointwiseConv2d, exact=False) == 0
+    assert count(conv, DepthwiseConv2d) == 1 and exact_zero_padded_depthwise(conv) == []
+    assert list(conv.state_dict()) == list(model.state_dict())
+    untraced = [str(w.message) for w in caught if "could not trace" in str(w.message)]
+    assert bool(untraced) == (name == "untraceable"), untraced
+    x = torch.randn(2, 8, 9, 9)
+    for train in (True, False):
+        assert_same_function(model, conv, x, train)
+
+
+def test_report_says_why():
+    conv = convext.convert(NOT_FUSED["bn_between_train"]())
+    report = conv.convext_report
+    assert report.swapped == ["depthwise"] and report.fused == [] and report.unfused_train == 1
+    assert any(p == "depthwise" and "BatchNorm" in why for p, why in report.left_alone), report
+    conv = convext.convert(NOT_FUSED["functional_relu_between"]())
+    assert any("function call" in why for _, why in conv.convext_report.left_alone), conv.convext_report
+    assert "swapped 1" in str(conv.convext_report)
+
+
+FUSED = {
+    "dw_pw": lambda: Named(lambda m, x: m.pointwise(m.depthwise(x)), cout=12),
+    "dw_relu_pw_functional_tail": lambda: nn.Sequential(
+        Named(lambda m, x: F.relu(m.pointwise(m.depthwise(x))), cout=12)),
+    "piecewise_direct": lambda: Piecewise(lambda m, x: m.seq[1](m.seq[0](x))),
+    "dw_act_pw_act_modules": lambda: nn.Sequential(nn.Conv2d(8, 16, 3, padding=1, groups=8), nn.Hardswish(),
+                                                   nn.Identity(), nn.Conv2d(16, 12, 1), nn.SiLU()),
+    "untraceable_child_skipped": HasUntraceableChild,
+}
+
+
+@pytest.mark.parametrize("name", list(FUSED))
+def test_plain_chain_fused_in_train_and_eval(name):
+    torch.manual_seed(0)
+    model = FUSED[name]()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        conv = convext.convert(model)
+    assert count(conv, FusedDepthwiseConv2d) == 1, conv.convext_report
+    assert count(conv, FusedPointwiseConv2d) == 1
+    assert list(conv.state_dict()) == list(model.state_dict())
+    if name == "untraceable_child_skipped":  # the child is named, swapped but not fused inside
+        assert any("'odd'" in str(w.message) for w in caught), [str(w.message) for w in caught]
+        assert type(conv.odd.block[0]) is DepthwiseConv2d and type(conv.odd.block[1]) is nn.Conv2d
+    x = torch.randn(2, 8, 9, 9)
+    for train in (True, False):
+        assert_same_function(model, conv, x, train)
+
+
+def test_hooks_block_fusion_and_survive_swap():
+    model = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Conv2d(8, 8, 1))
+    seen = []
+    model[0].register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    conv = convext.convert(model)
+    assert count(conv, FusedDepthwiseConv2d) == 0 and type(conv[0]) is DepthwiseConv2d
+    conv(torch.randn(1, 8, 5, 5))
+    assert seen == [torch.Size([1, 8, 5, 5])]
+
+
+def test_checkpoints_load_both_ways():
+    """Without folding the converted model has the original's keys, shapes and order; a checkpoint of
+    either loads strictly into the other and gives the same function."""
+    torch.manual_seed(0)
+    model = randomized(MobileNetV2Like())
+    fused = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.ReLU(), nn.Conv2d(8, 12, 1))
+    for orig in (model, randomized(DeepLabV3Like()), fused):
+        conv = convext.convert(orig)
+        sd_o, sd_c = orig.state_dict(), conv.state_dict()
+        assert [(k, v.shape) for k, v in sd_o.items()] == [(k, v.shape) for k, v in sd_c.items()]
+        other = copy.deepcopy(orig)
+        with torch.no_grad():
+            for p in other.parameters():
+                p.mul_(1 + 0.1 * torch.randn_like(p))
+        conv.load_state_dict(other.state_dict(), strict=True)
+        x = torch.randn(2, 3, 24, 24) if orig is not fused else torch.randn(2, 8, 7, 7)
+        assert_same_function(other, conv, x, train=False)
+        back = copy.deepcopy(orig)
+        back.load_state_dict(conv.state_dict(), strict=True)
+        for k, v in back.state_dict().items():
+            assert torch.equal(v, other.state_dict()[k]), k
+
+
+def test_convert_twice_is_stable():
+    model = randomized(DeepLabV3Like())
+    once = convext.convert(model)
+    twice = convext.convert(once)
+    assert [(n, type(m)) for n, m in once.named_modules()] == [(n, type(m)) for n, m in twice.named_modules()]
+    assert twice.convext_report.fused == [] and twice.convext_report.swapped == []
+    assert_same_function(model, twice, torch.randn(2, 3, 24, 24), train=True)
+
+
+def test_fold_keeps_model_class_and_methods():
+    model = randomized(MobileNetV2Like()).eval()
+    conv = convext.convert(model, fold_batchnorm=True)
+    assert type(conv) is MobileNetV2Like and not isinstance(conv, torch.fx.GraphModule)
+    report = conv.convext_report
+    assert len(report.fused) == MobileNetV2Like.N_CHAINS
+    assert all(c.depthwise_activation == "relu6" and len(c.folded) == 2 for c in report.fused)
+    # every BatchNorm of the model is folded: into a fused chain or into the conv before it
+    assert len(report.folded) == count(model, nn.BatchNorm2d) and count(conv, nn.BatchNorm2d) == 0

@@ -1,9 +1,58 @@
-"""Public functional API (see API.md): argument checks, backend choice, dispatch to the ops."""
+"""Public functional API (see API.md): argument checks, backend choice, dispatch to the ops.
+
+Every public function starts the way torch.nn.functional's Python functions do:
+
+- `__torch_function__`: when a tensor argument overrides it (a torch.fx Proxy during
+  `symbolic_trace`, a tensor subclass, a TorchFunctionMode), the call is handed to
+  `handle_torch_function`, so torch.fx records it as one leaf `call_function` node.
+- autocast: under `torch.autocast(device_type, dtype)` for the input's device type, the tensor
+  arguments are cast as the autocast kernel of F.conv2d / conv1d / conv_transpose2d casts them
+  (`cached_cast` to the autocast dtype for the eligible ones: floating point, not float64, on that
+  device type), so the op runs and returns in that dtype, and the casts are ordinary differentiable
+  `Tensor.to` calls (the gradients reach the parameters in their own dtype). Plain Python on the
+  autocast state, which torch.compile reads as constants (and guards on) and torch.export traces.
+"""
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
+from torch.overrides import handle_torch_function, has_torch_function_variadic
 
 from . import _backend, _geometry, _ops
+
+
+def _autocast(names, tensors):
+    """`tensors` (input first) as the autocast kernel of F.conv2d would pass them on.
+
+    Outside autocast (for the input's device type) they come back unchanged. Inside, each eligible
+    tensor (floating point, not float64, on that device type: torch's `is_eligible`) is cast to the
+    autocast dtype; the rest (None, float64, integer tensors, other devices, non-tensors) pass
+    through for the argument checks. Casting can leave float64 next to the autocast dtype, where
+    F.conv2d raises a RuntimeError; here that is a TypeError naming the argument.
+    """
+    x = tensors[0]
+    if not isinstance(x, torch.Tensor):
+        return tensors
+    device_type = x.device.type
+    if not (torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)):
+        return tensors
+    dtype = torch.get_autocast_dtype(device_type)
+    cast = tuple(t.to(dtype) if _autocast_eligible(t, device_type) and t.dtype != dtype else t for t in tensors)
+    x = cast[0]
+    if x.is_floating_point():
+        for name, t, original in zip(names[1:], cast[1:], tensors[1:]):
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and t.device == x.device \
+                    and t.dtype != x.dtype:
+                raise TypeError(
+                    f"convext: {name} has dtype {original.dtype} and input {tensors[0].dtype}: under "
+                    f"torch.autocast({device_type!r}, dtype={dtype}) they become {t.dtype} and {x.dtype} "
+                    f"(autocast does not cast float64), which do not match (torch's convolutions raise here too)")
+    return cast
+
+
+def _autocast_eligible(t, device_type):
+    return isinstance(t, torch.Tensor) and t.device.type == device_type and t.is_floating_point() \
+        and t.dtype != torch.float64
 
 
 def _run_depthwise_conv2d(x, weight, bias, g: _geometry.ConvGeometry, backend: str):
@@ -18,6 +67,10 @@ def depthwise_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, 
 
     input is (N, C, H, W) or (C, H, W) in any memory format; the result has the input's format.
     """
+    if has_torch_function_variadic(input, weight, bias):
+        return handle_torch_function(depthwise_conv2d, (input, weight, bias), input, weight, bias, stride,
+                                     padding, dilation, backend=backend)
+    input, weight, bias = _autocast(("input", "weight", "bias"), (input, weight, bias))
     g = _geometry.depthwise_conv2d_geometry(input, weight, bias, stride, padding, dilation)
     x = input.unsqueeze(0) if g.unbatched else input
     out = _run_depthwise_conv2d(x, weight, bias, g, backend)
@@ -29,6 +82,13 @@ def depthwise_separable_conv2d(input, depthwise_weight, pointwise_weight, depthw
                                depthwise_activation=None, pointwise_activation=None):
     """Depthwise conv, optional activation, 1x1 conv, optional activation; the intermediate stays on chip
     where the backend allows (triton)."""
+    tensors = (input, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias)
+    if has_torch_function_variadic(*tensors):
+        return handle_torch_function(
+            depthwise_separable_conv2d, tensors, *tensors, stride, padding, dilation, backend=backend,
+            depthwise_activation=depthwise_activation, pointwise_activation=pointwise_activation)
+    input, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias = _autocast(
+        ("input", "depthwise_weight", "pointwise_weight", "depthwise_bias", "pointwise_bias"), tensors)
     g = _geometry.depthwise_conv2d_geometry(input, depthwise_weight, depthwise_bias, stride, padding, dilation,
                                             weight_name="depthwise_weight", bias_name="depthwise_bias")
     _geometry.check_pointwise(pointwise_weight, pointwise_bias, input, depthwise_weight.shape[0])
@@ -50,6 +110,10 @@ def depthwise_conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, 
 
     Runs as a 2-D depthwise conv over a height-1 image, so every backend serves it.
     """
+    if has_torch_function_variadic(input, weight, bias):
+        return handle_torch_function(depthwise_conv1d, (input, weight, bias), input, weight, bias, stride,
+                                     padding, dilation, causal=causal, backend=backend)
+    input, weight, bias = _autocast(("input", "weight", "bias"), (input, weight, bias))
     _geometry.check_tensor(input, "input", dims=(2, 3))
     _geometry.check_tensor(weight, "weight", dims=(3,), like=input)
     if not isinstance(causal, bool):
@@ -81,6 +145,10 @@ def depthwise_conv_transpose2d(input, weight, bias=None, stride=1, padding=0, ou
 
     The transposed conv is the input-gradient of a depthwise conv2d, so it runs on the same kernels.
     """
+    if has_torch_function_variadic(input, weight, bias):
+        return handle_torch_function(depthwise_conv_transpose2d, (input, weight, bias), input, weight, bias,
+                                     stride, padding, output_padding, dilation, backend=backend)
+    input, weight, bias = _autocast(("input", "weight", "bias"), (input, weight, bias))
     _geometry.check_tensor(input, "input", dims=(3, 4))
     _geometry.check_tensor(weight, "weight", dims=(4,), like=input)
     channels = input.shape[-3]

@@ -1,8 +1,10 @@
 """torch.nn drop-in layers backed by the convext kernels."""
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.overrides import handle_torch_function, has_torch_function_unary
 
 from . import _backend, _geometry
 from .functional import (depthwise_conv1d, depthwise_conv2d, depthwise_conv_transpose2d,
@@ -26,6 +28,37 @@ def _check_multiplier(depth_multiplier):
 def _non_zero_padding(module, x):
     """nn.Conv's non-"zeros" padding modes: pad explicitly, then convolve unpadded."""
     return F.pad(x, module._reversed_padding_repeated_twice, mode=module.padding_mode)
+
+
+def _transpose_output_padding(input, output_size, stride, padding, kernel_size, dilation):
+    """The output_padding that makes a transposed 2-D conv of `input` return `output_size`
+    ((H, W), or with the leading batch/channel sizes), as nn.ConvTranspose2d computes it.
+
+    It reads the input's sizes, so under torch.fx.symbolic_trace (input a Proxy) it is recorded as a
+    leaf call through `__torch_function__`, like the functional ops, instead of being traced.
+    """
+    if has_torch_function_unary(input):
+        return handle_torch_function(_transpose_output_padding, (input,), input, output_size, stride, padding,
+                                     kernel_size, dilation)
+    if not isinstance(input, torch.Tensor) or input.dim() not in (3, 4):
+        return [0, 0]  # the op itself rejects the input, naming it
+    non_spatial = input.dim() - 2
+    if len(output_size) == non_spatial + 2:
+        output_size = output_size[non_spatial:]
+    if len(output_size) != 2:
+        raise ValueError(f"convext: output_size must have 2 or {non_spatial + 2} elements for a "
+                         f"{input.dim()}-D input, got {len(output_size)}")
+    output_padding = []
+    for d in range(2):
+        smallest = ((input.size(non_spatial + d) - 1) * stride[d] - 2 * padding[d]
+                    + dilation[d] * (kernel_size[d] - 1) + 1)
+        largest = smallest + stride[d] - 1
+        if not smallest <= output_size[d] <= largest:
+            raise ValueError(f"convext: requested output_size {list(output_size)}, but the valid sizes for an "
+                             f"input of size {list(input.shape[non_spatial:])} are from "
+                             f"{smallest} to {largest} in dimension {d}")
+        output_padding.append(output_size[d] - smallest)
+    return output_padding
 
 
 class DepthwiseConv2d(nn.Conv2d):
@@ -128,7 +161,10 @@ class DepthwiseConvTranspose2d(nn.ConvTranspose2d):
         self.backend = _check_backend(backend)
 
     def forward(self, input, output_size=None):
-        output_padding = self._output_padding(input, output_size, self.stride, self.padding, self.kernel_size,
-                                              2, self.dilation)
+        if output_size is None:
+            output_padding = self.output_padding
+        else:
+            output_padding = _transpose_output_padding(input, output_size, self.stride, self.padding,
+                                                       self.kernel_size, self.dilation)
         return depthwise_conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding,
                                           output_padding, self.dilation, backend=self.backend)

@@ -1,13 +1,21 @@
-"""Builds convext._C: C++ CPU kernels always, CUDA kernels when they can be built.
+"""Builds convext._C: C++ CPU kernels always, CUDA kernels whenever they can be built.
+
+csrc/cuda/ is built whenever torch is a CUDA build and a CUDA toolkit (nvcc) is found; no visible
+GPU is needed (a Docker build or a login node has none), as with other CUDA extension libraries.
 
 Environment:
-  CONVEXT_FORCE_CUDA=1   build csrc/cuda/ even without a visible GPU (needs nvcc and a CUDA torch)
   CONVEXT_SKIP_CUDA=1    build the CPU kernels only
-  TORCH_CUDA_ARCH_LIST   CUDA architectures (torch's own variable; default: the visible GPU, else 9.0)
+  TORCH_CUDA_ARCH_LIST   CUDA architectures (torch's own variable, e.g. "9.0" or "8.0;9.0+PTX"). Default:
+                         the visible GPUs; with none visible, DEFAULT_CUDA_ARCHS (8.0;9.0;10.0;12.0+PTX,
+                         less what the toolkit's nvcc cannot build). The kernels use bf16 WMMA, so every
+                         architecture must be 8.0 or newer (7.5 and older fail to compile).
+  CUDA_HOME              the CUDA toolkit (default /usr/local/cuda when it has bin/nvcc)
   MAX_JOBS               parallel compile jobs (torch's own variable, read by ninja)
+  CONVEXT_FORCE_CUDA=1   accepted for older scripts (.ci/run sets it); no effect, CUDA is built anyway
 """
 import glob
 import os
+import subprocess
 import sys
 import sysconfig
 
@@ -22,22 +30,96 @@ from torch.utils import cpp_extension  # noqa: E402
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
-def _flag(name):
-    return os.environ.get(name, "0").lower() in ("1", "true", "yes", "on")
+# Oldest architecture the kernels compile for (bf16 WMMA fragments in depthwise_conv2d_tc.cu need
+# sm_80; sm_75 fails). One cubin per major version covers its minor versions (8.0 runs on 8.6 and
+# 8.9, 10.0 on 10.3, 12.0 on 12.1); PTX of the newest lets the driver JIT for later GPUs.
+MIN_CUDA_ARCH = (8, 0)
+DEFAULT_CUDA_ARCHS = ("8.0", "9.0", "10.0", "12.0")
+
+_UNSET = object()
 
 
-def _want_cuda():
-    if _flag("CONVEXT_SKIP_CUDA"):
+def _flag(name, env=None):
+    env = os.environ if env is None else env
+    return env.get(name, "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _want_cuda(env=None, torch_cuda=_UNSET, cuda_home=_UNSET):
+    """(build csrc/cuda?, why). No GPU needed: a CUDA build of torch and a toolkit with nvcc suffice.
+    The arguments default to this process's environment, torch and toolkit (tests pass their own)."""
+    env = os.environ if env is None else env
+    torch_cuda = torch.version.cuda if torch_cuda is _UNSET else torch_cuda
+    cuda_home = cpp_extension.CUDA_HOME if cuda_home is _UNSET else cuda_home
+    if _flag("CONVEXT_SKIP_CUDA", env):
         return False, "CONVEXT_SKIP_CUDA=1"
-    if torch.version.cuda is None:
+    if torch_cuda is None:
         return False, "torch is a CPU-only build"
-    if cpp_extension.CUDA_HOME is None:
+    if cuda_home is None:
         return False, "no CUDA toolkit found (set CUDA_HOME)"
-    if _flag("CONVEXT_FORCE_CUDA"):
-        return True, "CONVEXT_FORCE_CUDA=1"
-    if torch.cuda.is_available():
-        return True, "a GPU is visible"
-    return False, "no GPU visible (set CONVEXT_FORCE_CUDA=1 to build anyway)"
+    if not os.path.exists(os.path.join(cuda_home, "bin", "nvcc")):
+        return False, f"no nvcc in CUDA_HOME={cuda_home}"
+    return True, f"torch built with CUDA {torch_cuda}, toolkit at {cuda_home}"
+
+
+def _parse_arch(entry):
+    """'8.6', '9.0a', '12.0+PTX' -> (8, 6) ...; None for a name torch accepts ('Ampere', ...)."""
+    head = entry.split("+")[0].strip()
+    major, _, minor = head.partition(".")
+    if not major.isdigit():
+        return None
+    digits = "".join(ch for ch in minor if ch.isdigit())
+    return int(major), int(digits or 0)
+
+
+def _nvcc_archs(cuda_home):
+    """The real architectures nvcc can build, as (major, minor); None if it cannot say."""
+    try:
+        out = subprocess.run([os.path.join(cuda_home, "bin", "nvcc"), "--list-gpu-arch"], capture_output=True,
+                             text=True, timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    archs = set()
+    for word in out.split():
+        if word.startswith("compute_") and word[8:].isdigit():
+            n = int(word[8:])
+            archs.add((n // 10, n % 10))
+    return archs or None
+
+
+def _cuda_arch_list(env=None, visible=_UNSET, supported=_UNSET):
+    """(TORCH_CUDA_ARCH_LIST value, why). visible: the visible GPUs' (major, minor) capabilities;
+    supported: what nvcc builds (None: unknown). Raises SystemExit for an architecture below 8.0."""
+    env = os.environ if env is None else env
+    given = env.get("TORCH_CUDA_ARCH_LIST", "").strip()
+    if given:
+        entries = [e for e in given.replace(",", ";").replace(" ", ";").split(";") if e]
+        old = [e for e in entries if (_parse_arch(e) or MIN_CUDA_ARCH) < MIN_CUDA_ARCH]
+        if old:
+            raise SystemExit(f"[convext] TORCH_CUDA_ARCH_LIST={given!r} names {', '.join(old)}: convext's CUDA "
+                             f"kernels need compute capability {MIN_CUDA_ARCH[0]}.{MIN_CUDA_ARCH[1]} or newer "
+                             f"(bf16 WMMA). Drop them, or set CONVEXT_SKIP_CUDA=1 for a CPU-only build.")
+        return given, "TORCH_CUDA_ARCH_LIST"
+    if visible is _UNSET:
+        visible = ([torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())]
+                   if torch.cuda.is_available() else [])
+    if supported is _UNSET:
+        supported = _nvcc_archs(cpp_extension.CUDA_HOME) if cpp_extension.CUDA_HOME else None
+    if visible:
+        archs = sorted({tuple(c) for c in visible if tuple(c) >= MIN_CUDA_ARCH
+                        and (supported is None or tuple(c) in supported)})
+        if not archs:
+            return None, (f"no visible GPU (compute capability {', '.join('%d.%d' % tuple(c) for c in visible)}) "
+                          f"is both {MIN_CUDA_ARCH[0]}.{MIN_CUDA_ARCH[1]} or newer (the kernels need it) and "
+                          f"buildable by this nvcc; set TORCH_CUDA_ARCH_LIST to build for others")
+        why = "the visible GPUs"
+    else:
+        archs = [_parse_arch(a) for a in DEFAULT_CUDA_ARCHS]
+        if supported is not None:
+            archs = [a for a in archs if a in supported]
+        if not archs:
+            return None, f"nvcc builds none of the default architectures {';'.join(DEFAULT_CUDA_ARCHS)}"
+        why = "default list (no GPU visible)"
+    return ";".join("%d.%d" % a for a in archs) + "+PTX", why
 
 
 def _cuda_wheel_includes():
@@ -57,8 +139,14 @@ def make_extension():
     with_cuda, why = _want_cuda()
     if with_cuda and not cuda_sources:
         with_cuda, why = False, "csrc/cuda/ has no sources"
-    if with_cuda and "TORCH_CUDA_ARCH_LIST" not in os.environ and not torch.cuda.is_available():
-        os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0"
+    arch = "-"
+    if with_cuda:
+        arch, arch_why = _cuda_arch_list()
+        if arch is None:
+            with_cuda, why = False, arch_why
+        else:
+            os.environ["TORCH_CUDA_ARCH_LIST"] = arch  # read by torch's BuildExtension
+            arch = f"{arch} ({arch_why})"
 
     cxx = ["-O3", "-fopenmp", "-DNDEBUG"]
     include_dirs = [os.path.join(ROOT, "csrc")]
@@ -75,20 +163,22 @@ def make_extension():
         ext = cpp_extension.CppExtension(
             "convext._C", sources, include_dirs=include_dirs,
             extra_compile_args={"cxx": cxx}, extra_link_args=extra_link)
-    arch = os.environ.get("TORCH_CUDA_ARCH_LIST", "(torch default)") if with_cuda else "-"
     print(f"[convext] building convext._C: CPU kernels ({len(sources)} files) + "
           f"{'CUDA kernels (%d files, arch %s)' % (len(cuda_sources), arch) if with_cuda else 'no CUDA'}"
           f" -- {why}; MAX_JOBS={os.environ.get('MAX_JOBS', '(default)')}", file=sys.stderr)
     return ext
 
 
-setup(
-    name="convext",
-    version="0.1.0",
-    description="Fast depthwise, dilated and depthwise-separable convolutions for PyTorch",
-    packages=find_packages(include=["convext", "convext.*"]),
-    ext_modules=[make_extension()],
-    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
-    python_requires=">=3.9",
-    install_requires=["torch>=2.11"],
-)
+# Guarded so that tests can import this file (_want_cuda, _cuda_arch_list); `python setup.py`, pip
+# and setuptools.build_meta all run it as __main__.
+if __name__ == "__main__":
+    setup(
+        name="convext",
+        version="0.1.0",
+        description="Fast depthwise, dilated and depthwise-separable convolutions for PyTorch",
+        packages=find_packages(include=["convext", "convext.*"]),
+        ext_modules=[make_extension()],
+        cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+        python_requires=">=3.9",
+        install_requires=["torch>=2.11"],
+    )

@@ -37,7 +37,7 @@ def _availability(name: str, device_type: str) -> Tuple[bool, str]:
         if not _ext.compiled_available():
             return False, _ext.COMPILED_ERROR
         if not _ext.compiled_has_kernel("CUDA"):
-            return False, "convext._C was built without CUDA kernels (see CONVEXT_FORCE_CUDA in the README)"
+            return False, "convext._C was built without CUDA kernels (" + _ext.REBUILD_HINT + ")"
         return True, ""
     if name == "triton":
         if _triton_error is not None:
@@ -87,24 +87,59 @@ def resolve(backend, tensor: torch.Tensor, op: str, kernel_size=None, dilation=N
     return _auto(tensor, op, kernel_size, dilation)
 
 
-def _auto(tensor: torch.Tensor, op: str, kernel_size=None, dilation=None) -> str:
-    device_type = tensor.device.type
+# `auto` chooses only paths a GPU run has verified (docs/perf/NOTES.md). On CUDA that is the
+# compiled CUDA backend: its depthwise kernels (forward, grad-input, grad-weight) ran on the H100,
+# and its separable op is their composite with ATen's 1x1 conv (cuDNN / cuBLAS). The Triton
+# kernels and the Triton fused separable kernel were rewritten after the last GPU run, so `auto`
+# takes them only with CONVEXT_AUTO_UNVERIFIED=1, which the GPU check sets to exercise them;
+# backend="triton" always runs them. Read once, like _AVAILABILITY.
+AUTO_UNVERIFIED_ENV = "CONVEXT_AUTO_UNVERIFIED"
+AUTO_UNVERIFIED = os.environ.get(AUTO_UNVERIFIED_ENV, "0").strip().lower() in ("1", "true", "yes", "on")
+
+OPS = ("depthwise_conv2d", "depthwise_separable_conv2d", "depthwise_conv_transpose2d")
+
+# {device type: {backend: usable}}, from _AVAILABILITY: what auto_choice is given.
+_USABLE = {t: {b: _AVAILABILITY[(b, t)][0] for b in BACKENDS} for t in ("cpu", "cuda")}
+_NONE_USABLE = {b: b == "torch" for b in BACKENDS}
+
+
+def auto_choice(device_type: str, op: str, usable, *, unverified: bool = False, kernel_size=None,
+                dilation=None, channels_last: bool = False) -> str:
+    """The backend `auto` picks, as a pure function: no tensor, no environment, no GPU needed.
+
+    usable: {backend name: bool} for `device_type`; unverified: allow the GPU paths no GPU run
+    has verified (CONVEXT_AUTO_UNVERIFIED); kernel_size / dilation / channels_last: the CPU choice.
+    """
+    if op not in OPS:
+        raise ValueError(f"convext: unknown op {op!r} (one of {OPS})")
     if device_type == "cuda":
-        # The fused Triton kernel keeps the separable intermediate on chip; the CUDA backend
-        # composes the depthwise kernel with a cuBLAS GEMM.
-        order = ("triton", "cuda") if op == "depthwise_separable_conv2d" else ("cuda", "triton")
+        if not unverified:
+            order = ("cuda",)
+        elif op == "depthwise_separable_conv2d":
+            # The fused Triton kernel keeps the separable intermediate on chip; the CUDA backend
+            # composes the depthwise kernel with a cuBLAS / cuDNN 1x1 conv.
+            order = ("triton", "cuda")
+        else:
+            order = ("cuda", "triton")
         for name in order:
-            if availability(name, device_type)[0]:
+            if usable.get(name, False):
                 return name
         return "torch"
-    if device_type == "cpu" and availability("cpu", "cpu")[0]:
+    if device_type == "cpu" and usable.get("cpu", False):
         # CPU bench (2 threads, EPYC): the C++ kernels win 1.3-10x forward+backward except on
         # undilated 3x3, where torch's kernels tie or win by up to 1.2x (channels_last depthwise,
         # and the separable pair, whose 1x1 GEMM is the same either way).
         plain_3x3 = tuple(kernel_size or ()) == (3, 3) and tuple(dilation or ()) == (1, 1)
-        channels_last = tensor.dim() == 4 and tensor.is_contiguous(memory_format=torch.channels_last) \
-            and not tensor.is_contiguous()
         if plain_3x3 and (op == "depthwise_separable_conv2d" or channels_last):
             return "torch"
         return "cpu"
     return "torch"
+
+
+def _auto(tensor: torch.Tensor, op: str, kernel_size=None, dilation=None) -> str:
+    device_type = tensor.device.type
+    # Only the CPU choice looks at the layout (no layout guards under torch.compile on CUDA).
+    channels_last = device_type == "cpu" and tensor.dim() == 4 \
+        and tensor.is_contiguous(memory_format=torch.channels_last) and not tensor.is_contiguous()
+    return auto_choice(device_type, op, _USABLE.get(device_type, _NONE_USABLE), unverified=AUTO_UNVERIFIED,
+                       kernel_size=kernel_size, dilation=dilation, channels_last=channels_last)

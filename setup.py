@@ -12,6 +12,12 @@ Environment:
   CUDA_HOME              the CUDA toolkit (default /usr/local/cuda when it has bin/nvcc)
   MAX_JOBS               parallel compile jobs (torch's own variable, read by ninja)
   CONVEXT_FORCE_CUDA=1   accepted for older scripts (.ci/run sets it); no effect, CUDA is built anyway
+
+The extension is built for Python's stable ABI (py_limited_api, as PyTorch's extension-cpp does): it uses no
+Python C API beyond creating the empty module `convext._C` (csrc/ops.cpp; the ops register through
+TORCH_LIBRARY), so one build (`convext/_C.abi3.so`, an abi3 wheel: tools/build_wheel.sh) loads on every
+CPython >= 3.10 -- the version torch's cpp_extension pins with -DPy_LIMITED_API -- against the torch it was
+built with.
 """
 import glob
 import os
@@ -132,6 +138,30 @@ def _cuda_wheel_includes():
     return sorted(set(d for d in dirs if os.path.isdir(d)))
 
 
+# Stable ABI: torch's BuildExtension compiles py_limited_api extensions with -DPy_LIMITED_API=0x030A0000
+# (3.10) and links them without libtorch_python; the wheel is tagged to match.
+PY_LIMITED_API = "cp310"
+
+
+class BuildExtension(cpp_extension.BuildExtension):
+    """torch's BuildExtension, plus: an in-place build removes the other builds of each extension that
+    would shadow it (`_C.cpython-311-x86_64-linux-gnu.so` from before the stable-ABI switch is found
+    before `_C.abi3.so` by the import system)."""
+
+    def copy_extensions_to_source(self):
+        super().copy_extensions_to_source()
+        build_py = self.get_finalized_command("build_py")
+        for ext in self.extensions:
+            fullname = self.get_ext_fullname(ext.name)
+            modpath = fullname.split(".")
+            package_dir = build_py.get_package_dir(".".join(modpath[:-1]))
+            keep = os.path.join(package_dir, os.path.basename(self.get_ext_filename(fullname)))
+            for old in glob.glob(os.path.join(package_dir, modpath[-1] + ".*.so")):
+                if os.path.abspath(old) != os.path.abspath(keep):
+                    print(f"[convext] removing {old} (would shadow {os.path.basename(keep)})", file=sys.stderr)
+                    os.remove(old)
+
+
 def make_extension():
     sources = ([os.path.join("csrc", "ops.cpp"), os.path.join("csrc", "depthwise_separable_conv2d.cpp")]
                + sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp"))))
@@ -158,11 +188,11 @@ def make_extension():
         ext = cpp_extension.CUDAExtension(
             "convext._C", sources + cuda_sources, include_dirs=include_dirs,
             extra_compile_args={"cxx": cxx + ["-DCONVEXT_WITH_CUDA"], "nvcc": nvcc + ["-DCONVEXT_WITH_CUDA"]},
-            extra_link_args=extra_link)
+            extra_link_args=extra_link, py_limited_api=True)
     else:
         ext = cpp_extension.CppExtension(
             "convext._C", sources, include_dirs=include_dirs,
-            extra_compile_args={"cxx": cxx}, extra_link_args=extra_link)
+            extra_compile_args={"cxx": cxx}, extra_link_args=extra_link, py_limited_api=True)
     print(f"[convext] building convext._C: CPU kernels ({len(sources)} files) + "
           f"{'CUDA kernels (%d files, arch %s)' % (len(cuda_sources), arch) if with_cuda else 'no CUDA'}"
           f" -- {why}; MAX_JOBS={os.environ.get('MAX_JOBS', '(default)')}", file=sys.stderr)
@@ -178,7 +208,8 @@ if __name__ == "__main__":
         description="Fast depthwise, dilated and depthwise-separable convolutions for PyTorch",
         packages=find_packages(include=["convext", "convext.*"]),
         ext_modules=[make_extension()],
-        cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+        cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+        options={"bdist_wheel": {"py_limited_api": PY_LIMITED_API}},
         python_requires=">=3.9",
         install_requires=["torch>=2.11"],
     )

@@ -6,7 +6,7 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from . import _ext
+from . import _autotune, _ext
 
 BACKENDS = ("cuda", "triton", "cpu", "torch")
 CHOICES = BACKENDS + ("auto",)
@@ -74,8 +74,14 @@ def backends(device=None) -> List[str]:
     return [b for b in BACKENDS if any(availability(b, t)[0] for t in types)]
 
 
-def resolve(backend, tensor: torch.Tensor, op: str, kernel_size=None, dilation=None) -> str:
-    """Concrete backend for `op` on `tensor`: validates the name and availability."""
+def resolve(backend, tensor: torch.Tensor, op: str, kernel_size=None, dilation=None, *, tune=None) -> str:
+    """Concrete backend for `op` on `tensor`: validates the name and availability.
+
+    For "auto": CONVEXT_BACKEND when set; else, with `tune` = (tensors, extra, run) -- the op's tensor
+    arguments (input first, 4-D), the geometry as a tuple of ints / strings, and `run(name, tensors)`
+    calling the op with that backend -- the measured choice among `auto_candidates` (convext/_autotune.py);
+    without `tune` or with CONVEXT_AUTOTUNE=0, the static rule `auto_choice`.
+    """
     if not isinstance(backend, str) or backend not in CHOICES:
         raise ValueError(f"convext: backend must be one of {CHOICES}, got {backend!r}")
     device_type = tensor.device.type
@@ -84,7 +90,22 @@ def resolve(backend, tensor: torch.Tensor, op: str, kernel_size=None, dilation=N
         if not ok:
             raise RuntimeError(f"convext: backend {backend!r} is not available: {why}")
         return backend
-    return _auto(tensor, op, kernel_size, dilation)
+    if ENV_ERROR is not None:
+        raise ValueError(ENV_ERROR)
+    if FORCED is not None:
+        ok, why = availability(FORCED, device_type)
+        if not ok:
+            raise RuntimeError(f"convext: {FORCE_ENV}={FORCED} forces backend {FORCED!r} for backend='auto', but it "
+                               f"is not available for this {device_type} tensor: {why}")
+        return FORCED
+    static = _auto(tensor, op, kernel_size, dilation)
+    if tune is None or not _autotune.ENABLED:
+        return static
+    candidates = auto_candidates(device_type, op, _USABLE.get(device_type, _NONE_USABLE), unverified=AUTO_UNVERIFIED)
+    if len(candidates) < 2:
+        return static
+    tensors, extra, run = tune
+    return _autotune.choose(op, tensors, extra, run, candidates, static)
 
 
 # `auto` chooses only paths a GPU run has verified (docs/perf/NOTES.md). On CUDA that is the
@@ -134,6 +155,44 @@ def auto_choice(device_type: str, op: str, usable, *, unverified: bool = False, 
             return "torch"
         return "cpu"
     return "torch"
+
+
+def auto_candidates(device_type: str, op: str, usable, *, unverified: bool = False) -> Tuple[str, ...]:
+    """The backends `auto` may measure and choose among, as a pure function (see auto_choice).
+
+    CUDA: `cuda` and `torch`, plus `triton` with `unverified` (CONVEXT_AUTO_UNVERIFIED); CPU: `cpu`
+    and `torch` (the Triton interpreter never); other devices: `torch`. Only the usable ones;
+    auto_choice's answer is always among them.
+    """
+    if op not in OPS:
+        raise ValueError(f"convext: unknown op {op!r} (one of {OPS})")
+    if device_type == "cuda":
+        order = ("cuda", "triton", "torch") if unverified else ("cuda", "torch")
+    elif device_type == "cpu":
+        order = ("cpu", "torch")
+    else:
+        order = ("torch",)
+    return tuple(b for b in order if b == "torch" or usable.get(b, False))
+
+
+# CONVEXT_BACKEND=<name> makes every `auto` choice that backend (an explicit backend= still wins);
+# CONVEXT_AUTOTUNE=0 turns measuring off. Read once at import; a bad value is an error at the first
+# `auto` call (import itself never fails).
+FORCE_ENV = "CONVEXT_BACKEND"
+
+
+def _read_forced():
+    raw = os.environ.get(FORCE_ENV, "").strip()
+    if raw in ("", "auto"):
+        return None, None
+    if raw not in BACKENDS:
+        return None, (f"convext: {FORCE_ENV}={raw!r} is not a backend: use one of {', '.join(BACKENDS)} "
+                      f"(or auto / unset for the default choice)")
+    return raw, None
+
+
+FORCED, _FORCE_ERROR = _read_forced()
+ENV_ERROR = _FORCE_ERROR or _autotune.ENV_ERROR
 
 
 def _auto(tensor: torch.Tensor, op: str, kernel_size=None, dilation=None) -> str:

@@ -87,10 +87,22 @@ def resolve_padding(padding, name: str, kernel, stride, dilation, ndim: int):
     return [(v, v) for v in p]
 
 
+def check_nonempty_spatial(input, spatial_dims: int, name: str = "input"):
+    """torch's convolutions reject an input with a zero spatial size unless the batch is empty (even
+    when padding would make room for the kernel); so does convext, with a message about the size."""
+    spatial = tuple(int(s) for s in input.shape[-spatial_dims:])
+    batched = input.dim() == spatial_dims + 2
+    if 0 in spatial and not (batched and input.shape[0] == 0):
+        raise ValueError(f"convext: {name} has an empty spatial size {spatial} (shape {tuple(input.shape)}); "
+                         f"convolutions need every spatial size >= 1 (an empty input is accepted only with "
+                         f"batch size 0, as in torch)")
+
+
 def depthwise_conv2d_geometry(input, weight, bias, stride, padding, dilation, *,
                               weight_name="weight", bias_name="bias") -> ConvGeometry:
     check_tensor(input, "input", dims=(3, 4))
     check_tensor(weight, weight_name, dims=(4,), like=input)
+    check_nonempty_spatial(input, 2)
     channels = input.shape[-3]
     if channels == 0:
         raise ValueError(f"convext: input must have at least one channel, got shape {tuple(input.shape)}")

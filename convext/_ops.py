@@ -233,3 +233,6 @@ if _ext.compiled_available():
 if _backend._triton_error is None:
     # triton_op derives its fake kernel by tracing the Python implementation.
     _register("triton_", register_fake=False)
+
+# The spatial separable ops register their fake kernels and autograd in their own module.
+from . import _spatial_separable  # noqa: E402,F401

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch._prims_common import suggest_memory_format
 from torch.overrides import handle_torch_function, has_torch_function_variadic
 
 from . import _backend, _geometry, _ops
@@ -55,11 +56,18 @@ def _autocast_eligible(t, device_type):
         and t.dtype != torch.float64
 
 
-def _run_depthwise_conv2d(x, weight, bias, g: _geometry.ConvGeometry, backend: str):
-    name = _backend.resolve(backend, x, "depthwise_conv2d", g.kernel_size, g.dilation)
+def _call_depthwise_conv2d(name, x, weight, bias, g: _geometry.ConvGeometry):
     if name == "torch":
         return _ops.torch_depthwise_conv2d(x, weight, bias, g.stride, g.padding, g.dilation)
     return _ops.op(name, "depthwise_conv2d")(x, weight, bias, list(g.stride), list(g.padding), list(g.dilation))
+
+
+def _run_depthwise_conv2d(x, weight, bias, g: _geometry.ConvGeometry, backend: str):
+    # tune: what backend="auto" times on the first call of a new shape (convext/_autotune.py)
+    tune = ((x, weight, bias), (g.stride, g.padding, g.dilation),
+            lambda name, t: _call_depthwise_conv2d(name, *t, g))
+    name = _backend.resolve(backend, x, "depthwise_conv2d", g.kernel_size, g.dilation, tune=tune)
+    return _call_depthwise_conv2d(name, x, weight, bias, g)
 
 
 def depthwise_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, *, backend="auto"):
@@ -95,7 +103,12 @@ def depthwise_separable_conv2d(input, depthwise_weight, pointwise_weight, depthw
     dw_act = _geometry.check_activation(depthwise_activation, "depthwise_activation")
     pw_act = _geometry.check_activation(pointwise_activation, "pointwise_activation")
     x = input.unsqueeze(0) if g.unbatched else input
-    name = _backend.resolve(backend, x, "depthwise_separable_conv2d", g.kernel_size, g.dilation)
+    tune = ((x, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias),
+            (g.stride, g.padding, g.dilation, dw_act, pw_act),
+            lambda n, t: depthwise_separable_conv2d(*t, stride, padding, dilation, backend=n,
+                                                    depthwise_activation=depthwise_activation,
+                                                    pointwise_activation=pointwise_activation))
+    name = _backend.resolve(backend, x, "depthwise_separable_conv2d", g.kernel_size, g.dilation, tune=tune)
     args = (x, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias)
     if name == "torch":
         out = _ops.torch_depthwise_separable_conv2d(*args, g.stride, g.padding, g.dilation, dw_act, pw_act)
@@ -115,6 +128,7 @@ def depthwise_conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, 
                                      padding, dilation, causal=causal, backend=backend)
     input, weight, bias = _autocast(("input", "weight", "bias"), (input, weight, bias))
     _geometry.check_tensor(input, "input", dims=(2, 3))
+    _geometry.check_nonempty_spatial(input, 1)
     _geometry.check_tensor(weight, "weight", dims=(3,), like=input)
     if not isinstance(causal, bool):
         raise TypeError(f"convext: causal must be a bool, got {causal!r}")
@@ -151,6 +165,7 @@ def depthwise_conv_transpose2d(input, weight, bias=None, stride=1, padding=0, ou
     input, weight, bias = _autocast(("input", "weight", "bias"), (input, weight, bias))
     _geometry.check_tensor(input, "input", dims=(3, 4))
     _geometry.check_tensor(weight, "weight", dims=(4,), like=input)
+    _geometry.check_nonempty_spatial(input, 2)
     channels = input.shape[-3]
     if weight.shape[0] != channels or weight.shape[1] < 1:
         raise ValueError(f"convext: weight must have shape (C, M, kH, kW) with C={channels} the input channels, "
@@ -175,17 +190,31 @@ def depthwise_conv_transpose2d(input, weight, bias=None, stride=1, padding=0, ou
               for i in range(2)]
     if min(out_hw) < 1:
         raise ValueError(f"convext: the transposed conv output would be empty ({out_hw}); check padding")
-    name = _backend.resolve(backend, x, "depthwise_conv_transpose2d")
+    name = _backend.resolve(backend, x, "depthwise_conv_transpose2d", tune=(
+        (x, weight, bias), (stride_t, pad_t, out_pad, dilation_t),
+        lambda n, t: depthwise_conv_transpose2d(*t, stride_t, pad_t, out_pad, dilation_t, backend=n)))
     # output_padding >= stride (allowed when dilation is larger) has no conv2d-gradient equivalent.
     if name == "torch" or x.shape[0] == 0 or any(op >= s for op, s in zip(out_pad, stride_t)):
         out = F.conv_transpose2d(x, weight, bias, stride_t, pad_t, out_pad, channels, dilation_t)
     else:
-        if mult > 1:  # each (channel, m) pair is an independent depthwise channel
-            x = x.repeat_interleave(mult, dim=1)
-        w = weight.reshape(cout, 1, kh, kw)
+        w, b, dtype, fmt = weight.reshape(cout, 1, kh, kw), bias, x.dtype, suggest_memory_format(x)
+        src = x
+        if mult > 1:
+            # Each (channel, m) pair is an independent depthwise channel: the input is repeated M times
+            # (in its own memory format, so the result keeps it), and its gradient is the sum of the M
+            # copies' gradients. In float16 / bfloat16 each copy's gradient would be rounded before that
+            # sum (two roundings), so this path runs in float32 and rounds once, at the end.
+            if dtype in (torch.float16, torch.bfloat16):
+                src, w, b = src.float(), w.float(), None if b is None else b.float()
+            n, c, h, wd = src.shape
+            rep = torch.empty((n, cout, h, wd), dtype=src.dtype, device=src.device, memory_format=fmt)
+            rep.view(n, c, mult, h, wd).copy_(src.unsqueeze(2))
+            src = rep
         padding4 = [pad_t[0], pad_t[0], pad_t[1], pad_t[1]]
         out = _ops.op(name, "depthwise_conv2d_backward_input")(
-            x, w, [x.shape[0], cout] + out_hw, list(stride_t), padding4, list(dilation_t))
-        if bias is not None:
-            out = out + bias.view(1, -1, 1, 1)
+            src, w, [src.shape[0], cout] + out_hw, list(stride_t), padding4, list(dilation_t))
+        if b is not None:
+            out = out + b.view(1, -1, 1, 1)
+        out = out.to(dtype)
+    out = _ops._in_format_of(out, x)  # cuDNN may answer a channels_last input in NCHW
     return out.squeeze(0) if input.dim() == 3 else out

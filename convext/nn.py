@@ -148,6 +148,18 @@ class DepthwiseConv1d(nn.Conv1d):
         return depthwise_conv1d(input, self.weight, self.bias, self.stride, padding, self.dilation,
                                 causal=self.causal, backend=self.backend)
 
+    def step(self, x, state):
+        """Streaming (causal=True, stride 1): the outputs for the new samples x ((N, C) or (N, C, T)), with
+        `state` ((N, C, dilation*(k-1)), from `init_state`) updated in place; no autograd. Equal to
+        `forward` over the whole sequence. See convext.depthwise_conv1d_update."""
+        from .streaming import layer_step
+        return layer_step(self, x, state)
+
+    def init_state(self, batch_size, *, device=None, dtype=None):
+        """Zeros (batch_size, in_channels, dilation*(k-1)): the state at the start of a stream."""
+        from .streaming import layer_init_state
+        return layer_init_state(self, batch_size, device=device, dtype=dtype)
+
 
 class DepthwiseConvTranspose2d(nn.ConvTranspose2d):
     """`nn.ConvTranspose2d(C, C*M, k, groups=C)` with convext kernels."""
@@ -168,3 +180,9 @@ class DepthwiseConvTranspose2d(nn.ConvTranspose2d):
                                                        self.kernel_size, self.dilation)
         return depthwise_conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding,
                                           output_padding, self.dilation, backend=self.backend)
+
+from ._nn_spatial_separable import SpatialSeparableConv2d  # noqa: E402
+__all__ += ["SpatialSeparableConv2d"]
+
+from .blocks import ASPP, HybridDilatedConv2d, ResizeConv2d  # noqa: E402
+__all__ += ["HybridDilatedConv2d", "ASPP", "ResizeConv2d"]

@@ -54,6 +54,9 @@ inline DepthwiseConv2dParams make_depthwise_conv2d_params(
   p.in_w = input_sizes[3];
   p.out_channels = out_channels;
   TORCH_CHECK(p.in_channels > 0, "convext: input must have at least one channel");
+  // As torch: a zero spatial size is an error unless the batch is empty (padding does not help).
+  TORCH_CHECK(p.batch == 0 || (p.in_h > 0 && p.in_w > 0), "convext: input has an empty spatial size (",
+              p.in_h, ", ", p.in_w, ")");
   TORCH_CHECK(out_channels > 0 && out_channels % p.in_channels == 0,
               "convext: weight.size(0) (", out_channels,
               ") must be a positive multiple of the input channels (", p.in_channels, ")");

@@ -16,6 +16,8 @@ if not torch.cuda.is_available():
         # triton reads the variable lazily, but warn: something imported it first
         print("conftest: triton imported before TRITON_INTERPRET was set", file=sys.stderr)
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# backend="auto" follows the static rule in tests (deterministic); tests/test_autotune.py measures explicitly.
+os.environ.setdefault("CONVEXT_AUTOTUNE", "0")
 
 import math  # noqa: E402
 
@@ -66,6 +68,86 @@ def backends_for(device):
 CPU_BACKENDS = backends_for("cpu")
 CUDA_BACKENDS = backends_for("cuda")
 
+# The backends each device must have. A GPU machine runs every GPU test on "cuda", "triton" and
+# "torch": one that is missing (a failed CUDA build, a broken Triton) fails those tests loudly, it
+# never just drops their parameters. The CPU needs "cpu" and "torch", and "triton" through the
+# interpreter (TRITON_INTERPRET=1, set above when no GPU is visible), unless Triton is not installed
+# at all, which skips (visibly) instead.
+EXPECTED_BACKENDS = {
+    "cpu": ("triton", "cpu", "torch") if TRITON_INTERPRETED else ("cpu", "torch"),
+    "cuda": ("cuda", "triton", "torch"),
+}
+# Explicit opt-out for a machine meant to run without some backend (comma-separated names, e.g.
+# CONVEXT_TEST_ALLOW_MISSING=triton): those tests then skip, saying why, instead of failing.
+ALLOW_MISSING = frozenset(filter(None, os.environ.get("CONVEXT_TEST_ALLOW_MISSING", "").replace(" ", "").split(",")))
+
+
+def _triton_installed():
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def missing_backend_reason(device, backend):
+    """None when `backend` serves `device` tensors here, else convext's own explanation."""
+    device_type = torch.device(device).type
+    if backend == "auto" or backend in backends_for(device_type):
+        return None
+    if device_type == "cuda" and not HAS_CUDA:
+        return "no CUDA GPU visible"
+    from convext import _backend
+    return _backend.availability(backend, device_type)[1] or "not listed by convext.backends()"
+
+
+def require_backend(device, backend):
+    """Call at the start of a test that runs `backend` on `device`.
+
+    No GPU: cuda tests skip. Backend present: returns. Missing: fails, naming convext's reason,
+    unless the backend is in CONVEXT_TEST_ALLOW_MISSING or is Triton with Triton not installed
+    (then a visible skip)."""
+    device_type = torch.device(device).type
+    if device_type == "cuda" and not HAS_CUDA:
+        pytest.skip("no CUDA GPU visible")
+    why = missing_backend_reason(device_type, backend)
+    if why is None:
+        return
+    if backend in ALLOW_MISSING:
+        pytest.skip(f"backend {backend!r} missing on {device_type} (allowed by CONVEXT_TEST_ALLOW_MISSING): {why}")
+    if backend == "triton" and not _triton_installed():
+        pytest.skip(f"backend 'triton' missing on {device_type}: triton is not installed")
+    pytest.fail(f"backend {backend!r} is missing on {device_type} on this machine, so this test cannot run "
+                f"(set CONVEXT_TEST_ALLOW_MISSING={backend} to skip instead): {why}", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _require_parametrized_backend(request):
+    """Every test parametrized by (device, backend), or gpu-marked and parametrized by backend, runs
+    only when that backend is really there: else it fails (conftest.require_backend)."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is None:
+        return
+    device, backend = callspec.params.get("device"), callspec.params.get("backend")
+    if device is None and request.node.get_closest_marker("gpu") is not None:
+        device = "cuda"  # gpu-marked tests parametrized by backend alone run on the GPU
+    if isinstance(device, str) and isinstance(backend, str) and device in ("cpu", "cuda"):
+        require_backend(device, backend)
+
+
+def pytest_report_header(config):
+    """First lines of every run (CI log, GPU check): which backends this machine has."""
+    lines = [f"convext backends: cpu {CPU_BACKENDS}; cuda {CUDA_BACKENDS if HAS_CUDA else 'no GPU visible'}"
+             f"; TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET', '')}"]
+    for device_type, expected in EXPECTED_BACKENDS.items():
+        if device_type == "cuda" and not HAS_CUDA:
+            continue
+        for b in expected:
+            why = missing_backend_reason(device_type, b)
+            if why is not None:
+                lines.append(f"convext: MISSING BACKEND {b!r} on {device_type} (its tests fail): {why}")
+    return lines
+
 
 def interpreted(device, backend):
     """True when the Triton backend runs through the (slow) CPU interpreter."""
@@ -73,19 +155,19 @@ def interpreted(device, backend):
 
 
 def device_backend_params(cpu_filter=None):
-    """pytest params (device, backend) for every backend of every device.
+    """pytest params (device, backend) for every backend every device must have.
 
-    CUDA params carry the gpu marker; on a CPU-only machine there are none to collect
-    beyond a single skipped placeholder, so a GPU run is visibly missing, not silently.
-    `cpu_filter(backend)` may drop CPU backends (e.g. the interpreted Triton one).
+    The list does not depend on what this machine has (EXPECTED_BACKENDS): CUDA params carry the
+    gpu marker and skip without a GPU; on a GPU machine a missing backend fails its tests
+    (require_backend, applied to every (device, backend) test by an autouse fixture), so a failed
+    CUDA build cannot pass by skipping. `cpu_filter(backend)` may drop CPU backends.
     """
     params = []
-    for b in CPU_BACKENDS:
+    for b in EXPECTED_BACKENDS["cpu"]:
         if cpu_filter is None or cpu_filter(b):
             marks = [pytest.mark.slow_interpreter] if interpreted("cpu", b) else []
             params.append(pytest.param("cpu", b, id=f"cpu-{b}", marks=marks))
-    cuda = CUDA_BACKENDS if HAS_CUDA else ["cuda", "triton", "torch"]
-    for b in cuda:
+    for b in EXPECTED_BACKENDS["cuda"]:
         params.append(pytest.param("cuda", b, id=f"cuda-{b}", marks=pytest.mark.gpu))
     return params
 
@@ -139,57 +221,75 @@ def torch_separable(x, dw_w, pw_w, dw_b=None, pw_b=None, stride=1, padding=0, di
     return activation_fn(pointwise_activation)(y)
 
 
-def with_grads(fn, tensors, grad_out_like=None, grad_out=None, seed=1):
+def with_grads(fn, tensors, grad_out_like=None, grad_out=None, seed=1, requires=None):
     """Runs fn(*tensors) on leaf copies; returns (out, grads, grad_out).
 
-    `tensors` may contain None (absent bias); their grads are None. The same grad_out
-    (random, from `seed`) is used for every call given the same output shape.
+    `tensors` may contain None (absent bias); their grads are None. `requires` (one bool per
+    tensor, default all True) says which leaves require grad: the others are frozen (requires_grad
+    False, as frozen weights or a frozen input in training) and their grads are None. The output
+    must require grad exactly when some leaf does. The same grad_out (random, from `seed`) is used
+    for every call given the same output shape.
     """
+    if requires is None:
+        requires = [True] * len(tensors)
     # detach(), not clone(): keeps the exact strides of poisoned views
-    leaves = [None if t is None else t.detach().requires_grad_(True) for t in tensors]
+    leaves = [None if t is None else t.detach().requires_grad_(bool(r)) for t, r in zip(tensors, requires)]
+    live = [t for t in leaves if t is not None and t.requires_grad]
     out = fn(*leaves)
+    assert out.requires_grad == bool(live), (
+        f"output requires_grad={out.requires_grad} with {len(live)} input(s) requiring grad")
     if grad_out is None:
         g = torch.Generator().manual_seed(seed)
         grad_out = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    if not live:
+        return out.detach(), [None] * len(leaves), grad_out
     go = grad_out
     if go.device != out.device or go.dtype != out.dtype:
         go = go.to(device=out.device, dtype=out.dtype)
-    live = [t for t in leaves if t is not None]
     grads = torch.autograd.grad(out, live, go, allow_unused=True)
     # an input that did not reach the output (possible only for empty outputs) has grad 0
-    grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, live)]
-    it = iter(grads)
-    full = [None if t is None else next(it) for t in leaves]
+    grads = {id(t): torch.zeros_like(t) if g is None else g for g, t in zip(grads, live)}
+    full = [grads.get(id(t)) if t is not None else None for t in leaves]
     return out.detach(), full, grad_out
 
 
-def check_op(device, ours, theirs, tensors, grad_names, grad_layout=None, check_torch_dtype=True):
+def check_op(device, ours, theirs, tensors, grad_names, grad_layout=None, check_torch_dtype=True,
+             requires=None, yardstick=None):
     """Forward + backward of `ours` vs `theirs` in float64 (and `theirs` at the input's dtype, the
     error bound's yardstick): output dtype, device and memory format, then the output and every
-    gradient (None exactly where the reference has none, else the input's dtype)."""
+    gradient (None exactly where the reference has none, else the input's dtype).
+
+    `requires`: which tensors require grad (default all; see with_grads). `yardstick(t64)`, when
+    given, replaces torch at the input's dtype as the bound's yardstick: it maps each float64
+    reference (output, gradients) to the value an emulation of the expected rounding gives."""
     x = tensors[0]
-    ref, ref_grads, go = with_grads(theirs, [t if t is None else t.double() for t in tensors])
+    ref, ref_grads, go = with_grads(theirs, [t if t is None else t.double() for t in tensors],
+                                    requires=requires)
     go = go.to(device=device, dtype=x.dtype)
     if grad_layout is not None and go.dim() == 4:
         go = to_layout(go, grad_layout)
-    out, grads, _ = with_grads(ours, list(tensors), grad_out=go)
+    out, grads, _ = with_grads(ours, list(tensors), grad_out=go, requires=requires)
     assert out.dtype == x.dtype and out.device == x.device
     assert_memory_format(out, x)
     torch_out, torch_grads = None, [None] * len(tensors)
-    if x.dtype != torch.float64 and check_torch_dtype:
-        torch_out, torch_grads, _ = with_grads(theirs, list(tensors), grad_out=go)
+    if yardstick is not None:
+        torch_out = yardstick(ref)
+        torch_grads = [None if g is None else yardstick(g) for g in ref_grads]
+    elif x.dtype != torch.float64 and check_torch_dtype:
+        torch_out, torch_grads, _ = with_grads(theirs, list(tensors), grad_out=go, requires=requires)
     assert_matches(out, ref, torch_out, name="output")
     for name, g, rg, tg in zip(grad_names, grads, ref_grads, torch_grads):
         if rg is None:
-            assert g is None
+            assert g is None, f"{name}: a gradient where the reference has none"
             continue
+        assert g is not None, f"{name}: missing"
         assert g.dtype == x.dtype, f"{name}: dtype {g.dtype}"
         assert_matches(g, rg, tg, dtype=x.dtype, name=name)
     return out, grads
 
 
 def check_depthwise(device, backend, x, w, b, stride, padding, dilation, grad_layout=None,
-                    check_torch_dtype=True):
+                    check_torch_dtype=True, requires=None, yardstick=None):
     """Forward + backward through convext vs float64 F.conv2d (and torch at x's dtype)."""
     C = x.shape[-3]
 
@@ -200,7 +300,15 @@ def check_depthwise(device, backend, x, w, b, stride, padding, dilation, grad_la
         return F.conv2d(x_, w_, b_, stride, padding, dilation, groups=C)
 
     return check_op(device, ours, theirs, (x, w, b), ("grad_input", "grad_weight", "grad_bias"),
-                    grad_layout, check_torch_dtype)
+                    grad_layout, check_torch_dtype, requires, yardstick)
+
+
+def bf16_truncated(t64):
+    """float64 -> bfloat16 by truncation (round toward zero), as the Triton interpreter (triton
+    3.8) stores bf16: the yardstick of interpreted bf16 results, in place of torch's
+    round-to-nearest (as test_tf32_when_allowed bounds TF32 by an emulation)."""
+    bits = t64.float().contiguous().view(torch.int32) & ~0xFFFF
+    return bits.view(torch.float32).double()
 
 
 # --------------------------------------------------------------------------- error rule
@@ -406,12 +514,9 @@ def make_inputs(N, C, H, W, kernel, M=1, bias=True, dtype=torch.float32, device=
 
 def run_opcheck(name, device):
     """torch.library.opcheck on every sample of convext::<name>, skipping what this machine lacks."""
-    if device == "cpu" and name.startswith("triton_") and not (TRITON_INTERPRETED and "triton" in CPU_BACKENDS):
-        pytest.skip("triton ops need TRITON_INTERPRET=1 for CPU tensors")
-    if device == "cuda" and name.startswith("triton_") and "triton" not in convext.backends("cuda"):
-        pytest.skip("triton backend not available on cuda")
-    if device == "cuda" and not name.startswith("triton_") and "cuda" not in convext.backends("cuda"):
-        pytest.skip("extension built without CUDA kernels")
+    if device == "cpu" and name.startswith("triton_") and not TRITON_INTERPRETED:
+        pytest.skip("triton ops run on CPU tensors only with TRITON_INTERPRET=1 (set to 0 here)")
+    require_backend(device, "triton" if name.startswith("triton_") else ("cpu" if device == "cpu" else "cuda"))
     samples = op_samples(name, device)
     if samples is None:
         pytest.skip(f"no sample inputs written for convext::{name}")

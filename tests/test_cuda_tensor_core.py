@@ -6,8 +6,7 @@ same cases without the path as the reference behaviour; bitwise-repeatable gradi
 import pytest
 import torch
 
-import convext
-from conftest import HAS_CUDA, check_depthwise, to_layout
+from conftest import check_depthwise, require_backend, to_layout
 
 CASES = [  # N, C, M, H, W, (kh, kw), padding, dilation
     (2, 16, 1, 56, 56, (31, 31), 15, 1),     # RepLKNet
@@ -29,8 +28,7 @@ def _ids(c):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("case", CASES, ids=_ids)
 def test_large_kernels_fp16_bf16(case, dtype, layout, tc, monkeypatch):
-    if not HAS_CUDA or "cuda" not in convext.backends("cuda"):
-        pytest.skip("cuda backend not built")
+    require_backend("cuda", "cuda")
     monkeypatch.setenv("CONVEXT_CUDA_TC", tc)
     N, C, M, H, W, k, p, d = case
     x = to_layout(torch.randn(N, C, H, W, device="cuda", dtype=dtype), layout)

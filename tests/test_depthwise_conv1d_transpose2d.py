@@ -1,11 +1,13 @@
 """depthwise_conv1d (incl. causal) and depthwise_conv_transpose2d, and their layers, on every backend:
 outputs and gradients vs float64 torch.nn.functional."""
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 import convext
-from conftest import device_backend_params
+from conftest import assert_matches, device_backend_params
 
 DEVICE_BACKENDS = device_backend_params()
 
@@ -57,20 +59,41 @@ def test_causal_rejects_padding():
         convext.depthwise_conv1d(torch.randn(1, 2, 8), torch.randn(2, 1, 3), padding=1, causal=True)
 
 
+def _close64(out, ref_module, x, name, **kwargs):
+    """out vs ref_module(x) in float64, ref_module at x's dtype as the yardstick."""
+    with torch.no_grad():
+        ref64 = copy.deepcopy(ref_module).double()(x.double(), **kwargs)
+        assert_matches(out, ref64, ref_module(x, **kwargs), name=name)
+
+
 def test_layers_load_torch_state_dicts():
     torch.manual_seed(0)
     ref1 = torch.nn.Conv1d(4, 8, 5, padding=2, groups=4)
     layer1 = convext.nn.DepthwiseConv1d(4, 5, padding=2, depth_multiplier=2)
     layer1.load_state_dict(ref1.state_dict())
     x = torch.randn(2, 4, 19)
-    torch.testing.assert_close(layer1(x), ref1(x))
+    with torch.no_grad():
+        _close64(layer1(x), ref1, x, "DepthwiseConv1d")
+
+    # causal: the values, not just the length, of a left-padded dilated conv
     causal = convext.nn.DepthwiseConv1d(4, 3, dilation=2, causal=True)
-    assert causal(x).shape == x.shape
+    ref_causal = torch.nn.Conv1d(4, 4, 3, dilation=2, groups=4)
+    ref_causal.load_state_dict(causal.state_dict())
+    with torch.no_grad():
+        y = causal(x)
+    assert y.shape == x.shape
+    _close64(y, torch.nn.Sequential(torch.nn.ConstantPad1d((4, 0), 0.0), ref_causal), x, "causal DepthwiseConv1d")
+    with torch.no_grad():  # causal: output t never sees inputs after t
+        x2 = x.clone()
+        x2[..., 10:] = torch.randn(2, 4, 9)
+        torch.testing.assert_close(causal(x2)[..., :10], y[..., :10], rtol=0, atol=0)
 
     ref2 = torch.nn.ConvTranspose2d(3, 6, 3, stride=2, padding=1, output_padding=1, groups=3)
     layer2 = convext.nn.DepthwiseConvTranspose2d(3, 3, stride=2, padding=1, output_padding=1, depth_multiplier=2)
     layer2.load_state_dict(ref2.state_dict())
     assert isinstance(layer2, torch.nn.ConvTranspose2d) and isinstance(layer1, torch.nn.Conv1d)
     y = torch.randn(2, 3, 7, 5)
-    torch.testing.assert_close(layer2(y), ref2(y))
-    torch.testing.assert_close(layer2(y, output_size=[13, 9]), ref2(y, output_size=[13, 9]))
+    with torch.no_grad():
+        _close64(layer2(y), ref2, y, "DepthwiseConvTranspose2d")
+        _close64(layer2(y, output_size=[13, 9]), ref2, y, "DepthwiseConvTranspose2d(output_size)",
+                 output_size=[13, 9])

@@ -8,15 +8,27 @@ import torch.nn.functional as F
 
 import convext
 from conftest import (
-    CPU_BACKENDS, assert_matches, check_depthwise, conv_out_size, pair, poisoned_like_view, to_layout,
+    HAS_CUDA, TRITON_INTERPRETED, assert_matches, check_depthwise, conv_out_size, pair, poisoned_like_view,
+    require_backend, to_layout,
 )
 
-if "triton" in CPU_BACKENDS or "triton" in convext.backends("cuda" if torch.cuda.is_available() else "cpu"):
+try:
     from convext.triton import depthwise_conv2d_tc as tc
-else:  # pragma: no cover - Triton absent
+except Exception:  # Triton absent or broken: require_backend says so (fail, or skip if not installed)
     tc = None
 
-needs_triton = pytest.mark.skipif(tc is None, reason="triton backend not available")
+
+@pytest.fixture
+def interpreted_triton():
+    """The interpreted tests: Triton must run on CPU tensors here (a missing backend fails)."""
+    if HAS_CUDA or not TRITON_INTERPRETED:
+        pytest.skip("the Triton interpreter runs only without a GPU (TRITON_INTERPRET=1)")
+    require_backend("cpu", "triton")
+
+
+@pytest.fixture
+def gpu_triton():
+    require_backend("cuda", "triton")
 
 # (N, C, M, H, W, (kH, kW), stride, (top, bottom, left, right), dilation)
 CASES = [
@@ -72,8 +84,6 @@ def _torch_lowp(x, w, b, stride, pad, dilation, go):
     return y, xp.grad[:, :, pt:pt + H, pl:pl + W], wl.grad, bl.grad
 
 
-@needs_triton
-@pytest.mark.skipif("triton" not in CPU_BACKENDS, reason="Triton interpreter not enabled")
 def _interpreted_params():
     # every case contiguous; the layouts on the cheaper ones (the interpreter is slow)
     for case, cid in zip(CASES, CASE_IDS):
@@ -83,7 +93,7 @@ def _interpreted_params():
 
 
 @pytest.mark.parametrize("case,layout", list(_interpreted_params()))
-def test_kernels_interpreted(case, layout, monkeypatch):
+def test_kernels_interpreted(case, layout, monkeypatch, interpreted_triton):
     N, C, M, H, W, (KH, KW), stride, pad, dil = case
     x = to_layout(torch.randn(N, C, H, W), layout)
     w = torch.randn(C * M, 1, KH, KW) / (KH * KW) ** 0.5
@@ -113,9 +123,7 @@ def test_kernels_interpreted(case, layout, monkeypatch):
     assert gb_off.numel() == 0
 
 
-@needs_triton
-@pytest.mark.skipif("triton" not in CPU_BACKENDS, reason="Triton interpreter not enabled")
-def test_backend_routes_large_kernels(monkeypatch):
+def test_backend_routes_large_kernels(monkeypatch, interpreted_triton):
     """With the path forced on for fp32, convext.depthwise_conv2d(backend="triton") runs the
     three tensor-core kernels (and autograd through them) and matches float64."""
     calls = []
@@ -129,7 +137,6 @@ def test_backend_routes_large_kernels(monkeypatch):
     assert sorted(set(calls)) == ["backward_input", "backward_weight", "forward"], calls
 
 
-@needs_triton
 @pytest.mark.parametrize("dtype,kernel,stride,dilation,expected", [
     (torch.bfloat16, (31, 31), (1, 1), (1, 1), True),
     (torch.float16, (13, 13), (2, 2), (1, 1), True),
@@ -141,6 +148,7 @@ def test_backend_routes_large_kernels(monkeypatch):
     (torch.bfloat16, (9, 9), (1, 1), (16, 16), False),  # band wider than one tile
 ])
 def test_applies(dtype, kernel, stride, dilation, expected, monkeypatch):
+    require_backend("cuda" if HAS_CUDA else "cpu", "triton")
     monkeypatch.setattr(tc, "_MODE", "1")
     x = torch.empty(2, 8, 32, 32, dtype=dtype)
     assert tc.applies(dtype, kernel, stride, dilation, x) is expected
@@ -159,12 +167,11 @@ GPU_CASES = [  # (N, C, H, W, k, stride, padding, dilation, M)
 ]
 
 
-@needs_triton
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced"])
 @pytest.mark.parametrize("case", GPU_CASES, ids=lambda c: "x".join(map(str, c[:4])) + f"-k{c[4]}")
-def test_gpu_triton_backend(case, layout, dtype):
+def test_gpu_triton_backend(case, layout, dtype, gpu_triton):
     N, C, H, W, k, s, p, d, M = case
     kh, kw = pair(k)
     x = to_layout(torch.randn(N, C, H, W, device="cuda", dtype=dtype), layout)
@@ -177,9 +184,8 @@ def test_gpu_triton_backend(case, layout, dtype):
     assert torch.equal(grads[1], grads2[1]) and torch.equal(grads[2], grads2[2])
 
 
-@needs_triton
 @pytest.mark.gpu
-def test_gpu_strided_weight():
+def test_gpu_strided_weight(gpu_triton):
     x = torch.randn(2, 8, 40, 40, device="cuda", dtype=torch.bfloat16)
     w = poisoned_like_view((torch.randn(8, 1, 13, 13, device="cuda") / 13).to(torch.bfloat16))
     out = convext.depthwise_conv2d(x, w, None, 1, 6, backend="triton")

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 
 import convext
 from conftest import (
-    ACTIVATIONS, CPU_BACKENDS, HAS_CUDA, LAYOUTS, assert_matches, check_op, conv_out_size,
+    ACTIVATIONS, LAYOUTS, assert_matches, check_op, conv_out_size,
     convext_op_names, device_backend_params, interpreted, make_inputs, poisoned_like_view, random_sweep_params,
-    run_opcheck, to_layout, torch_separable, with_grads,
+    require_backend, run_opcheck, to_layout, torch_separable, with_grads,
 )
 
 DEVICE_BACKENDS = device_backend_params()
@@ -313,8 +313,7 @@ LOWP_SHAPES = [  # (N, C, H, W, k, stride, padding, dilation, M, Cout)
 @pytest.mark.parametrize("acts", [(None, None), ("relu6", None), ("silu", "gelu")], ids=str)
 @pytest.mark.parametrize("shape", LOWP_SHAPES, ids=lambda s: "x".join(map(str, s[:4])) + f"-k{s[4]}-o{s[9]}")
 def test_low_precision_gpu(backend, dtype, layout, acts, shape):
-    if backend not in convext.backends("cuda"):
-        pytest.skip(f"{backend} not available on cuda")
+    require_backend("cuda", backend)
     N, C, H, W, k, s, p, d, M, Cout = shape
     t = list(make_separable(N, C, H, W, k, M, Cout, True, True, dtype, "cuda"))
     t[0] = to_layout(t[0], layout)
@@ -324,8 +323,7 @@ def test_low_precision_gpu(backend, dtype, layout, acts, shape):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", LOWP, ids=str)
 def test_cuda_deterministic(dtype):
-    if "cuda" not in convext.backends("cuda"):
-        pytest.skip("cuda backend not built")
+    require_backend("cuda", "cuda")
     t = make_separable(8, 64, 56, 56, 3, 1, 96, True, True, dtype, "cuda")
     go = torch.randn(8, 96, 56, 56, device="cuda", dtype=dtype)
     runs = []
@@ -340,15 +338,9 @@ def test_cuda_deterministic(dtype):
 
 @pytest.mark.parametrize("backend", ["cpu", "torch"])
 def test_low_precision_cpu(backend):
-    if backend not in CPU_BACKENDS:
-        pytest.skip(f"{backend} not available")
+    require_backend("cpu", backend)
     t = make_separable(2, 16, 11, 13, 3, 1, 12, True, True, torch.bfloat16)
     run_and_check("cpu", backend, t, 1, 1, 1, acts=("relu", None))
-
-
-@pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU visible")
-def test_gpu_backends_listed():
-    assert "torch" in convext.backends("cuda")
 
 
 def _tf32_truncated(t):
@@ -362,8 +354,7 @@ def test_tf32_when_allowed(layout):
     """With torch.backends.cudnn.allow_tf32 the fused Triton kernel's pointwise GEMM may run
     in TF32, as torch's own convs may: its error must be at TF32's scale, measured by a
     float64 emulation that cuts both GEMM operands to TF32."""
-    if "triton" not in convext.backends("cuda"):
-        pytest.skip("triton not available on cuda")
+    require_backend("cuda", "triton")
     N, C, H, W, k, s, p, d, M, Cout = LOWP_SHAPES[0]
     x, dw_w, pw_w, dw_b, pw_b = make_separable(N, C, H, W, k, M, Cout, True, True, device="cuda")
     x = to_layout(x, layout)

@@ -1,5 +1,7 @@
 """convext.nn layers: torch.nn drop-ins (construction, state_dict, forward == torch,
 padding modes, torch.compile)."""
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,7 +9,7 @@ from torch import nn
 
 import convext
 from conftest import (
-    ACTIVATIONS, CPU_BACKENDS, activation_fn, assert_matches, device_backend_params, interpreted,
+    ACTIVATIONS, activation_fn, assert_matches, device_backend_params, interpreted, require_backend,
 )
 
 DEVICE_BACKENDS = device_backend_params()
@@ -26,28 +28,25 @@ def with_configs(configs, ids):
 
 
 def _compare_modules(ours, theirs, x, name="output"):
-    """ours(x) vs theirs(x) and the grads of x and every parameter (matched by name)."""
+    """ours(x) vs theirs(x) and the grads of x and every parameter (matched by name), against a
+    float64 copy of `theirs` with `theirs` at x's dtype as the yardstick (conftest.assert_matches)."""
+    lowp = x.dtype != torch.float64
+    theirs64 = copy.deepcopy(theirs).double()
     xs = x.detach().requires_grad_(True)
-    out = ours(xs)
-    ref = theirs(xs)
-    ref64 = theirs.double()(xs.detach().double()) if x.dtype != torch.float64 else None
-    theirs.to(x.dtype)
+    xt = x.detach().requires_grad_(True)
+    x64 = x.detach().double().requires_grad_(True)
+    out, ref, ref64 = ours(xs), theirs(xt), theirs64(x64)
     assert out.shape == ref.shape and out.dtype == ref.dtype
-    if ref64 is not None:
-        assert_matches(out, ref64, ref, name=name)
-    else:
-        assert_matches(out, ref, name=name)
+    assert_matches(out, ref64, ref if lowp else None, name=name)
+    ours_p, theirs_p, p64 = (dict(m.named_parameters()) for m in (ours, theirs, theirs64))
+    assert set(ours_p) == set(theirs_p)
+    names = sorted(theirs_p)
     g = torch.randn_like(ref)
-    (out * g).sum().backward()
-    ours_grads = {n: p.grad for n, p in ours.named_parameters()}
-    gx = xs.grad.clone()
-    xs.grad = None
-    (ref * g).sum().backward()
-    ref_grads = {n: p.grad for n, p in theirs.named_parameters()}
-    assert set(ours_grads) == set(ref_grads)
-    torch.testing.assert_close(gx, xs.grad, rtol=1e-4, atol=1e-5)
-    for n in ref_grads:
-        torch.testing.assert_close(ours_grads[n], ref_grads[n], rtol=1e-4, atol=1e-4, msg=lambda m: f"{n}: {m}")
+    got = torch.autograd.grad(out, [xs] + [ours_p[n] for n in names], g)
+    yard = torch.autograd.grad(ref, [xt] + [theirs_p[n] for n in names], g)
+    want = torch.autograd.grad(ref64, [x64] + [p64[n] for n in names], g.double())
+    for label, a, w, t in zip(["grad_input"] + names, got, want, yard):
+        assert_matches(a, w, t if lowp else None, dtype=x.dtype, name=f"{name}: {label}")
 
 
 # --------------------------------------------------------------------------- DepthwiseConv2d
@@ -115,13 +114,19 @@ def test_depthwise_conv2d_padding_modes(device, backend, mode_padding):
 
 
 def test_depthwise_conv2d_unbatched_and_train_eval():
+    """Unbatched input, in train mode and in eval mode: output and gradients (a conv has no
+    mode-dependent behaviour, and must not grow one)."""
     m = convext.nn.DepthwiseConv2d(4, 3, padding=1)
     ref = nn.Conv2d(4, 4, 3, padding=1, groups=4)
     ref.load_state_dict(m.state_dict())
     x = torch.randn(4, 6, 7)
-    m.eval()
-    with torch.no_grad():
-        assert_matches(m(x), ref.double()(x.double()), ref.float()(x))
+    for training in (True, False):
+        m.train(training)
+        ref.train(training)
+        assert m.training is training
+        _compare_modules(m, ref, x, name=f"{'train' if training else 'eval'} unbatched")
+        out = m(x)
+        assert out.shape == (4, 6, 7) and out.is_contiguous()
 
 
 # --------------------------------------------------------------------------- DepthwiseSeparableConv2d
@@ -169,10 +174,19 @@ def test_separable_loads_handwritten_state_dict(device, backend, acts):
     _compare_modules(m, ref, torch.randn(1 if interpreted(device, backend) else 2, cin, 9, 8, device=device))
 
 
-def test_separable_all_activations_accepted():
+def test_separable_every_activation_pair():
+    """Each (depthwise, pointwise) activation pair is stored as given and computed: forward equals the
+    hand-written module with those activations (float64 reference)."""
+    x = torch.randn(1, 2, 5, 6) * 3
     for a1 in ACTIVATIONS:
         for a2 in ACTIVATIONS:
-            convext.nn.DepthwiseSeparableConv2d(2, 3, 3, depthwise_activation=a1, pointwise_activation=a2)
+            m = convext.nn.DepthwiseSeparableConv2d(2, 3, 3, padding=1, depthwise_activation=a1,
+                                                    pointwise_activation=a2)
+            assert (m.depthwise_activation, m.pointwise_activation) == (a1 or "none", a2 or "none")
+            ref = HandWrittenSeparable(2, 3, 3, padding=1, act1=a1, act2=a2)
+            ref.load_state_dict(m.state_dict())
+            with torch.no_grad():
+                assert_matches(m(x), copy.deepcopy(ref).double()(x.double()), ref(x), name=f"{a1}-{a2}")
 
 
 def test_separable_dilated_multiplier_matches_torch():
@@ -204,6 +218,18 @@ class SmallNet(nn.Module):
         return self.sep(F.relu6(self.dw(x)) * 2)
 
 
+class SmallNetTorch(nn.Module):
+    """SmallNet in plain torch.nn (same state_dict keys): the reference."""
+
+    def __init__(self):
+        super().__init__()
+        self.dw = nn.Conv2d(4, 8, 3, padding=1, groups=4)
+        self.sep = HandWrittenSeparable(8, 6, 3, stride=2, padding=2, dilation=2, act1="relu6")
+
+    def forward(self, x):
+        return self.sep(F.relu6(self.dw(x)) * 2)
+
+
 def _is_toolchain_error(e):
     text = f"{type(e).__name__}: {e}"
     return any(s in text for s in ("CppCompileError", "C++ compiler", "InvalidCxxCompiler", "No such file or "
@@ -216,38 +242,41 @@ _COMPILE_PARAMS = [pytest.param("cpu", b, id=f"cpu-{b}") for b in ("cpu", "torch
 
 @pytest.mark.parametrize("device,backend", _COMPILE_PARAMS)
 def test_torch_compile_fullgraph(device, backend):
-    """fullgraph=True: no graph breaks through the public ops (fake kernels, autograd)."""
-    if device == "cpu" and backend not in CPU_BACKENDS:
-        pytest.fail(f"backend {backend!r} missing on CPU (convext.backends('cpu') = {CPU_BACKENDS})")
-    if device == "cuda" and backend not in convext.backends("cuda"):
-        pytest.skip(f"{backend} not available on cuda")
+    """fullgraph=True: no graph breaks through the public ops (fake kernels, autograd); the compiled
+    model's output and gradients match the float64 torch.nn model (torch at fp32 the yardstick),
+    as the eager model's do. (A missing backend fails: conftest.require_backend.)"""
     torch._dynamo.reset()
     model = SmallNet(backend).to(device)
+    ref = SmallNetTorch().to(device)
+    ref.load_state_dict(model.state_dict())
+    ref64 = copy.deepcopy(ref).double()
     x = torch.randn(2, 4, 11, 12, device=device)
     compiled = torch.compile(model, fullgraph=True)
     go = None
 
-    def step(fn):
+    def step(fn, module, dtype=torch.float32):
         nonlocal go
-        model.zero_grad(set_to_none=True)
-        xs = x.detach().requires_grad_(True)
+        module.zero_grad(set_to_none=True)
+        xs = x.detach().to(dtype).requires_grad_(True)
         out = fn(xs)
         go = torch.randn_like(out) if go is None else go
-        out.backward(go)
-        return out.detach(), xs.grad, {n: p.grad for n, p in model.named_parameters()}
+        out.backward(go.to(dtype))
+        return [out.detach(), xs.grad] + [p.grad for _, p in sorted(module.named_parameters())]
 
+    labels = ["output", "grad_input"] + [n for n, _ in sorted(model.named_parameters())]
     try:
-        out, gx, gp = step(model)
+        eager = step(model, model)
+        want = step(ref64, ref64, torch.float64)
+        yard = step(ref, ref)
         try:
-            cout, cgx, cgp = step(compiled)
+            got = step(compiled, model)
         except Exception as e:
             if _is_toolchain_error(e):
                 pytest.skip(f"torch.compile cannot build kernels on this machine: {type(e).__name__}")
             raise
-        torch.testing.assert_close(cout, out, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(cgx, gx, rtol=1e-5, atol=1e-5)
-        for n in gp:
-            torch.testing.assert_close(cgp[n], gp[n], rtol=1e-5, atol=1e-5, msg=lambda m: f"{n}: {m}")
+        for label, a, e, w, t in zip(labels, got, eager, want, yard):
+            assert_matches(e, w, t, dtype=torch.float32, name=f"eager {label}")
+            assert_matches(a, w, t, dtype=torch.float32, name=f"compiled {label}")
     finally:
         torch._dynamo.reset()
 
@@ -255,9 +284,8 @@ def test_torch_compile_fullgraph(device, backend):
 @pytest.mark.parametrize("backend", ["cpu", "torch"])
 def test_torch_export(backend):
     """torch.export traces the layers (through the fake kernels) and the exported program computes
-    the same function."""
-    if backend not in convext.backends("cpu"):
-        pytest.skip(f"{backend} not available")
+    the same function: float64 torch.nn is the reference, torch at fp32 the yardstick."""
+    require_backend("cpu", backend)
     torch.manual_seed(0)
     model = torch.nn.Sequential(
         convext.nn.DepthwiseConv2d(6, 3, padding=1, depth_multiplier=2, backend=backend),
@@ -265,10 +293,14 @@ def test_torch_export(backend):
         convext.nn.DepthwiseSeparableConv2d(12, 5, 3, padding=2, dilation=2, backend=backend,
                                             depthwise_activation="relu6"),
     ).eval()
+    ref = torch.nn.Sequential(nn.Conv2d(6, 12, 3, padding=1, groups=6), nn.ReLU(),
+                              HandWrittenSeparable(12, 5, 3, padding=2, dilation=2, act1="relu6")).eval()
+    ref.load_state_dict(model.state_dict())
     x = torch.randn(2, 6, 11, 9)
     exported = torch.export.export(model, (x,))
     ops = {str(n.target) for n in exported.graph.nodes if n.op == "call_function"}
     if backend == "cpu":
         assert any("convext." in o for o in ops), ops
     x2 = torch.randn(2, 6, 11, 9)
-    torch.testing.assert_close(exported.module()(x2), model(x2), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        assert_matches(exported.module()(x2), copy.deepcopy(ref).double()(x2.double()), ref(x2), name="exported")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Everything a lent GPU machine should do, in as few device calls as possible. Logs go to $OUT
-# (or /tmp/convext_out). Usage: bash tools/gpu_session.sh [steps...]
+# The GPU entry point is tools/gpu_check.sh: one budgeted call (prebuilt wheel, correctness, GPU tests,
+# benchmarks, summary.json). This script stays for single steps by hand when a lease has time left over.
+# Logs go to $OUT (or /tmp/convext_out). Usage: bash tools/gpu_session.sh [steps...]
 #   build       python setup.py build_ext --inplace (the CUDA kernels for sm_90)
 #   selfcheck   bench/cuda_selfcheck_*.py: CUDA fwd / grad-input / grad-weight vs float64 + timings
 #   selfchecktc both self-checks (80 random cases each) with the opt-in CUDA tensor-core path (CONVEXT_CUDA_TC=1)
@@ -19,8 +20,10 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/convext_out}; mkdir -p "$OUT"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 MAX_JOBS=${MAX_JOBS:-16} \
   TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$PWD/.triton_cache}
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+# helper wheels (pytest-xdist, execnet); not convext's own prebuilt wheel, which gpu_check.sh installs
+helpers=$(ls .whl/*.whl 2>/dev/null | grep -v '/convext-')
+if [ -n "$helpers" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $helpers \
     && export PYTHONPATH=$PYTHONPATH:/tmp/site
 fi
 XDIST=(); python3 -c "import xdist" 2>/dev/null && XDIST=(-n 8)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Fetch (here, where pip has a mirror) the pure-Python wheels the GPU machine lacks, into .whl/
-# (ignored by git); name .whl in the device call's `carry` and tools/gpu_session.sh installs them.
-#   pytest-xdist: runs the GPU tests on several workers (the Triton ones compile a kernel per
-#   geometry, about 1-2 s each, which a single worker cannot finish within one call).
+# Fetch (here, where pip works) pure-Python wheels for the GPU machine into .whl/ (ignored by git), beside
+# convext's own prebuilt wheel (tools/build_wheel.sh); name .whl in the device call's `carry`.
+#   pytest-xdist + execnet: run the GPU tests on several workers (the Triton ones compile a kernel per
+#   geometry, about 1-2 s each). The H200 image already has both (KINDS.md), so tools/gpu_check.sh
+#   installs these only where `import xdist` fails; tools/gpu_session.sh installs them always.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ex=$(git rev-parse --git-path info/exclude); mkdir -p "$(dirname "$ex")"; grep -qx "/.whl/" "$ex" 2>/dev/null || echo "/.whl/" >> "$ex"

@@ -178,18 +178,24 @@ def _nchw_taps_row(acc, p, s_w, r_ok, cols, LIM_W, w_row, KW: tl.constexpr, DW: 
             c = cols + j * DW
             c_ok = ((c >= 0) & (c < LIM_W))[None, :]
             if ROW_MASK:
-                xv = tl.load(p + (j * DW) * s_w, mask=r_ok & c_ok, other=0.0)
+                m = r_ok & c_ok
             else:
-                xv = tl.load(p + (j * DW) * s_w, mask=c_ok, other=0.0)
+                m = c_ok
+            xv = tl.load(p + (j * DW) * s_w, mask=m, other=0.0)
         elif ROW_MASK:
-            xv = tl.load(p + (j * DW) * s_w, mask=r_ok, other=0.0)
+            m = r_ok
+            xv = tl.load(p + (j * DW) * s_w, mask=m, other=0.0)
         else:
             xv = tl.load(p + (j * DW) * s_w)
         if FLIP:
             wv = tl.load(w_row + (KW - 1 - j))
         else:
             wv = tl.load(w_row + j)
-        acc += xv.to(acc.dtype) * wv.to(acc.dtype)
+        if ROW_MASK or COL_MASK:
+            # a padded tap adds nothing (not 0 * w: NaN for a NaN / inf weight), as in F.conv2d
+            acc += tl.where(m, xv.to(acc.dtype) * wv.to(acc.dtype), 0.0)
+        else:
+            acc += xv.to(acc.dtype) * wv.to(acc.dtype)
     return acc
 
 
@@ -339,7 +345,11 @@ def _nhwc_taps_kh(acc, p, s_h, s_w, rows, LIM_H, cols, LIM_W, wt_base, C_w, c_ok
             wv = tl.load(wt_base + tap * C_w, mask=c_ok, other=0.0)
         else:
             wv = tl.load(wt_base + tap * C_w)
-        acc += xv.to(acc.dtype) * wv.to(acc.dtype)[None, :]
+        if PIX_MASK:
+            # a padded tap adds nothing (not 0 * w), as in F.conv2d
+            acc += tl.where(pm[:, None], xv.to(acc.dtype) * wv.to(acc.dtype)[None, :], 0.0)
+        else:
+            acc += xv.to(acc.dtype) * wv.to(acc.dtype)[None, :]
     return acc
 
 
@@ -446,7 +456,7 @@ def _bwd_in_nchw_row(acc, go_row_ptr, oh_ok, iw_p, W_out, sgw, w_row_ptr,
         m = oh_ok[:, None] & ow_ok[None, :]
         gv = tl.load(go_row_ptr + ow[None, :] * sgw, mask=m, other=0.0)
         wv = tl.load(w_row_ptr + kw)
-        acc += gv.to(acc.dtype) * wv.to(acc.dtype)
+        acc += tl.where(m, gv.to(acc.dtype) * wv.to(acc.dtype), 0.0)  # no 0 * w for missing outputs
     return acc
 
 
@@ -524,7 +534,7 @@ def _bwd_in_nhwc_row(acc, go_base, oh_off, oh_ok, iw_p, W_out, sgw, c_off, c_ok,
         gv = tl.load(go_base + (oh_off + ow * sgw)[:, None] + c_off[None, :],
                      mask=pm[:, None] & c_ok[None, :], other=0.0)
         wv = tl.load(wt_ptr + (kh * KW + kw) * C_out + oc, mask=c_ok, other=0.0)
-        acc += gv.to(acc.dtype) * wv.to(acc.dtype)[None, :]
+        acc += tl.where(pm[:, None], gv.to(acc.dtype) * wv.to(acc.dtype)[None, :], 0.0)
     return acc
 
 
@@ -645,12 +655,15 @@ def _gw_nchw_taps(accs, p, g, s_h, s_w, rows, LIM_H, cols, LIM_W, o_ok, i0,
                 cj = cols + j * DW
                 c_ok = ((cj >= 0) & (cj < LIM_W))[None, :]
                 if ROW_MASK:
-                    xv = tl.load(p_r + (j * DW) * s_w, mask=r_ok & c_ok, other=0.0)
+                    m = r_ok & c_ok
                 else:
-                    xv = tl.load(p_r + (j * DW) * s_w, mask=o_ok & c_ok, other=0.0)
+                    m = o_ok & c_ok
+                xv = tl.load(p_r + (j * DW) * s_w, mask=m, other=0.0)
+                # a padded tap must not meet grad_output (0 * NaN), as in F.conv2d
+                new = new + (tl.fma(xv.to(g.dtype), tl.where(m, g, 0.0), accs[r * KW + j]),)
             else:
                 xv = tl.load(p_r + (j * DW) * s_w)
-            new = new + (tl.fma(xv.to(g.dtype), g, accs[r * KW + j]),)
+                new = new + (tl.fma(xv.to(g.dtype), g, accs[r * KW + j]),)
     return new
 
 
@@ -767,11 +780,14 @@ def _gw_nhwc_taps(accs, p, g, s_h, s_w, rows, LIM_H, cols, LIM_W, o_ok, c_ok, i0
                 cj = cols + j * DW
                 pm = r_ok & (cj >= 0) & (cj < LIM_W)
                 xv = tl.load(p_r + (j * DW) * s_w, mask=pm[:, None] & c_ok[None, :], other=0.0)
-            elif CH_MASK:
-                xv = tl.load(p_r + (j * DW) * s_w, mask=c_ok[None, :])
+                # a padded tap must not meet grad_output (0 * NaN), as in F.conv2d
+                new = new + (tl.fma(xv.to(g.dtype), tl.where(pm[:, None], g, 0.0), accs[r * KW + j]),)
             else:
-                xv = tl.load(p_r + (j * DW) * s_w)
-            new = new + (tl.fma(xv.to(g.dtype), g, accs[r * KW + j]),)
+                if CH_MASK:
+                    xv = tl.load(p_r + (j * DW) * s_w, mask=c_ok[None, :])
+                else:
+                    xv = tl.load(p_r + (j * DW) * s_w)
+                new = new + (tl.fma(xv.to(g.dtype), g, accs[r * KW + j]),)
     return new
 
 

@@ -110,42 +110,54 @@ def _autotune(key):
 # device helpers
 # ----------------------------------------------------------------------------------------------
 @triton.jit
+def _relu6(x):
+    # clamp to [0, 6] that keeps NaN (as torch.clamp / F.relu6; tl.maximum / tl.minimum would
+    # return the other operand for a NaN)
+    return tl.where(x < 0.0, 0.0, tl.where(x > 6.0, 6.0, x)).to(x.dtype)
+
+
+@triton.jit
 def _act(x, ACT: tl.constexpr):
     if ACT == 1:
-        x = tl.maximum(x, 0.0)
+        x = tl.where(x < 0.0, 0.0, x).to(x.dtype)  # NaN stays NaN, as F.relu
     elif ACT == 2:
-        x = tl.minimum(tl.maximum(x, 0.0), 6.0)
+        x = _relu6(x)
     elif ACT == 3:
         x = x / (1.0 + tl.exp(-x))
     elif ACT == 4:
         x = 0.5 * x * (1.0 + tl.math.erf(x * 0.7071067811865476))
     elif ACT == 5:
         # x * relu6(x + 3) / 6
-        x = x * tl.minimum(tl.maximum(x + 3.0, 0.0), 6.0) / 6.0
+        x = x * _relu6(x + 3.0) / 6.0
     return x
 
 
 @triton.jit
-def _act_grad(x, ACT: tl.constexpr):
-    """d act / dx at pre-activation x (same conventions as torch's backward formulas)."""
+def _act_bwd(g, x, ACT: tl.constexpr):
+    """g * act'(x) at pre-activation x, with torch's backward formulas element by element (as its
+    CUDA kernels and its scalar CPU loop compute them): relu / relu6 / hardswish *select* (a zero
+    slope gives 0 even for an inf / NaN gradient; a NaN x takes the pass-through branch:
+    threshold_backward / hardtanh_backward / hardswish_backward), silu / gelu multiply."""
     if ACT == 1:
-        d = tl.where(x > 0.0, 1.0, 0.0).to(x.dtype)
+        # threshold_backward: 0 where x <= 0, else the gradient passes (also at NaN)
+        d = tl.where(x <= 0.0, 0.0, g)
     elif ACT == 2:
-        d = tl.where((x > 0.0) & (x < 6.0), 1.0, 0.0).to(x.dtype)
+        # hardtanh_backward: 0 where x <= 0 or x >= 6, else the gradient passes (also at NaN)
+        d = tl.where((x <= 0.0) | (x >= 6.0), 0.0, g)
     elif ACT == 3:
         s = 1.0 / (1.0 + tl.exp(-x))
-        d = s * (1.0 + x * (1.0 - s))
+        d = g * (s * (1.0 + x * (1.0 - s)))
     elif ACT == 4:
         cdf = 0.5 * (1.0 + tl.math.erf(x * 0.7071067811865476))
         pdf = tl.exp(-0.5 * x * x) * 0.3989422804014327
-        d = cdf + x * pdf
+        d = g * (cdf + x * pdf)
     elif ACT == 5:
-        # torch's hardswish_backward: 0 for x <= -3, x / 3 + 1/2 on (-3, 3), 1 for x >= 3 (the
-        # kinks take the outer slope, as relu / relu6 do; NaN takes the last branch, as there)
-        d = tl.where(x <= -3.0, 0.0, tl.where(x < 3.0, x / 3.0 + 0.5, 1.0)).to(x.dtype)
+        # hardswish_backward: 0 for x <= -3, g * (x / 3 + 1/2) on (-3, 3), g for x >= 3 (the kinks
+        # take the outer slope, as relu / relu6 do; NaN takes the last branch, as there)
+        d = tl.where(x <= -3.0, 0.0, tl.where(x < 3.0, g * (x / 3.0 + 0.5), g))
     else:
-        d = tl.full(x.shape, 1.0, x.dtype)
-    return d
+        d = g
+    return d.to(g.dtype)
 
 
 @triton.jit
@@ -187,7 +199,11 @@ def _dw_tile(x_tile, w_k, dwb_ptr, offs_k, k_mask, ih0, iw0, p_mask, H, W, sxh, 
                 else:
                     xv = tl.load(x_row + (kw * DW) * sxw, mask=ok[:, None], other=0.0)
                 wv = tl.load(w_k + (kh * sdwh + kw * sdww))
-            z = tl.fma(xv.to(z.dtype), wv.to(z.dtype)[None, :], z)
+            if PIX_MASK == 0:
+                z = tl.fma(xv.to(z.dtype), wv.to(z.dtype)[None, :], z)
+            else:
+                # a padded tap adds nothing (not 0 * w: NaN for a NaN / inf weight), as F.conv2d
+                z = tl.fma(xv.to(z.dtype), tl.where(ok[:, None], wv.to(z.dtype)[None, :], 0.0), z)
     if HAS_DWB:
         if K_MASK:
             b = tl.load(dwb_ptr + offs_k, mask=k_mask, other=0.0)
@@ -320,7 +336,7 @@ def _sep_fwd_kernel(
     if GRAD_MODE:
         gy = tl.load(gy_ptr + n * sgn + offs_co[None, :] * sgc + (oh * sgh + ow * sgw)[:, None],
                      mask=mask, other=0.0)
-        out = gy.to(acc.dtype) * _act_grad(acc, ACT2)
+        out = _act_bwd(gy.to(acc.dtype), acc, ACT2)
     else:
         out = _act(acc, ACT2)
     tl.store(y_ptr + n * syn + offs_co[None, :] * syc + (oh * syh + ow * syw)[:, None],
@@ -378,7 +394,7 @@ def _sep_bwd_gz_kernel(
                            ih0 * sxh + iw0 * sxw, ih0, iw0, p_mask, rows_in, cols_in, H, W, sxc,
                            sxh, sxw, sdw0, sdwh, sdww, M, KH, KW, DH, DW, HAS_DWB, IS_F64,
                            BLOCK_P, BLOCK_K)
-        ga = ga * _act_grad(z, ACT1)
+        ga = _act_bwd(ga, z, ACT1)
     tl.store(gz_ptr + n * szn + offs_k[None, :] * szc + (oh * szh + ow * szw)[:, None],
              ga.to(gz_ptr.dtype.element_ty), mask=p_mask[:, None] & k_mask[None, :])
 

@@ -136,10 +136,50 @@ inline void conv_row_block(acc_t* __restrict__ r, int64_t ow, const acc_t* const
   for (int u = 0; u < U; ++u) vstore(r + ow + u * L, a[u]);
 }
 
+// One output plane of conv_nchw computed tap by tap, skipping every tap that falls into the
+// padding (no zero-padded buffer): for planes whose weights are not all finite, where the fast
+// path's `0 * w` products at padded positions would make NaN (0 * NaN, 0 * inf) that F.conv2d
+// does not make (it never multiplies the padding).
+template <typename scalar_t, typename acc_t>
+void conv_plane_exact(const Geometry& g, const scalar_t* x, const acc_t* w, acc_t b0, int64_t n, int64_t oc,
+                      scalar_t* yp) {
+  const auto& p = g.p;
+  const int64_t KH = p.kernel_h, KW = p.kernel_w, Ho = p.out_h, Wo = p.out_w;
+  const int64_t terms = g.reduce ? p.multiplier : 1;
+  const auto is = p.in_strides;
+  for (int64_t oh = 0; oh < Ho; ++oh) {
+    for (int64_t ow = 0; ow < Wo; ++ow) {
+      acc_t a = b0;
+      for (int64_t m = 0; m < terms; ++m) {
+        const scalar_t* xp = x + n * is[0] + term_channel(g, oc, m) * is[1];
+        const acc_t* wk = w + term_weight(g, oc, m) * KH * KW;
+        for (int64_t kh = 0; kh < KH; ++kh) {
+          const int64_t ih = oh * p.stride_h - p.pad_top + kh * p.dilation_h;
+          if (ih < 0 || ih >= p.in_h) continue;
+          for (int64_t kw = 0; kw < KW; ++kw) {
+            const int64_t iw = ow * p.stride_w - p.pad_left + kw * p.dilation_w;
+            if (iw < 0 || iw >= p.in_w) continue;
+            a += wk[kh * KW + kw] * static_cast<acc_t>(xp[ih * is[2] + iw * is[3]]);
+          }
+        }
+      }
+      yp[oh * Wo + ow] = static_cast<scalar_t>(a);
+    }
+  }
+}
+
+template <typename acc_t>
+inline bool all_finite(const acc_t* v, int64_t n) {
+  bool ok = true;
+  for (int64_t i = 0; i < n; ++i) ok &= std::isfinite(v[i]);
+  return ok;
+}
+
 // y (N, Cy, Ho, Wo) contiguous NCHW, x read through p.in_strides. w: (rows, KH*KW) acc_t.
 // Per output plane, each contributing input plane is first copied (converted to acc_t)
 // into a zero-padded buffer, so every output column is an interior one: rows of Wo
-// (rounded up to the vector width) accumulate in registers over all taps.
+// (rounded up to the vector width) accumulate in registers over all taps. Planes with a
+// non-finite weight take conv_plane_exact (the padding must not meet the weight).
 template <typename scalar_t, typename acc_t>
 void conv_nchw(const Geometry& g, const scalar_t* x, const acc_t* w, const acc_t* bias, scalar_t* y) {
   constexpr int64_t L = Vec<acc_t>::size;
@@ -158,6 +198,12 @@ void conv_nchw(const Geometry& g, const scalar_t* x, const acc_t* w, const acc_t
     for (int64_t plane = begin; plane < end; ++plane) {
       const int64_t n = plane / Cy, oc = plane % Cy;
       const acc_t b0 = bias ? bias[oc] : acc_t(0);
+      bool finite = true;
+      for (int64_t m = 0; m < terms; ++m) finite &= all_finite(w + term_weight(g, oc, m) * KH * KW, KH * KW);
+      if (!finite) {
+        conv_plane_exact(g, x, w, b0, n, oc, y + plane * Ho * Wo);
+        continue;
+      }
       std::fill(acc.begin(), acc.end(), b0);
       for (int64_t m = 0; m < terms; ++m) {
         const scalar_t* xp = x + n * is[0] + term_channel(g, oc, m) * is[1];
@@ -355,6 +401,7 @@ void backward_input_nchw(const Geometry& g, const scalar_t* go, const acc_t* w, 
   const int64_t plane_work = M * Ho * Wo * KH * KW + H * W;
   at::parallel_for(0, p.batch * C, grain_for(plane_work), [&](int64_t begin, int64_t end) {
     constexpr bool in_place = std::is_same_v<scalar_t, acc_t>;
+    const int64_t gs_n = gs[0], gs_c = gs[1], gs_h = gs[2], gs_w = gs[3];
     std::vector<acc_t> plane_buf(in_place ? 0 : H * W), gbuf(Wo);
     for (int64_t pi = begin; pi < end; ++pi) {
       const int64_t n = pi / C, c = pi % C;
@@ -367,10 +414,10 @@ void backward_input_nchw(const Geometry& g, const scalar_t* go, const acc_t* w, 
       std::fill(A, A + H * W, acc_t(0));
       for (int64_t m = 0; m < M; ++m) {
         const int64_t oc = c * M + m;
-        const scalar_t* gp = go + n * gs[0] + oc * gs[1];
+        const scalar_t* gp = go + n * gs_n + oc * gs_c;
         const acc_t* wk = w + oc * KH * KW;
         for (int64_t oh = 0; oh < Ho; ++oh) {
-          const acc_t* ga = row_as_acc<scalar_t, acc_t>(gp + oh * gs[2], Wo, gs[3], gbuf.data());
+          const acc_t* ga = row_as_acc<scalar_t, acc_t>(gp + oh * gs_h, Wo, gs_w, gbuf.data());
           for (int64_t kh = 0; kh < KH; ++kh) {
             const int64_t ih = oh * p.stride_h - p.pad_top + kh * p.dilation_h;
             if (ih < 0 || ih >= H) continue;
@@ -493,20 +540,28 @@ void backward_weight_planes(const Geometry& g, const scalar_t* go, const scalar_
             if (ih < 0 || ih >= H) continue;
             const acc_t* xr = xpad.data() + ih * Wp;
             for (int64_t kw = 0; kw < KW; ++kw) {
+              // Only the outputs [lo, hi) whose tap column is a real input column: a padded
+              // column (or a real column past the last output) must not meet grad_output
+              // (0 * NaN), as in F.conv2d.
+              const TapRange& t = g.w_ranges[kw];
+              if (t.lo >= t.hi) continue;
               const acc_t* q = xr + kw * dw;
               acc_t* va = vacc.data() + (kh * KW + kw) * L;
               if (s == 1) {
                 V a0 = vzero<acc_t>(), a1 = vzero<acc_t>();
-                int64_t o = 0;
-                for (; o + 2 * L <= Wo_pad; o += 2 * L) {
+                int64_t o = t.lo;
+                for (; o + 2 * L <= t.hi; o += 2 * L) {
                   a0 += vload(gr + o) * vload(q + o);
                   a1 += vload(gr + o + L) * vload(q + o + L);
                 }
-                if (o < Wo_pad) a0 += vload(gr + o) * vload(q + o);
+                for (; o + L <= t.hi; o += L) a0 += vload(gr + o) * vload(q + o);
+                acc_t d = 0;
+                for (; o < t.hi; ++o) d += gr[o] * q[o];
                 vstore(va, vload(va) + a0 + a1);
+                va[0] += d;
               } else {
                 acc_t d = 0;
-                for (int64_t o = 0; o < Wo; ++o) d += gr[o] * q[o * s];
+                for (int64_t o = t.lo; o < t.hi; ++o) d += gr[o] * q[o * s];
                 va[0] += d;
               }
             }

@@ -18,12 +18,11 @@
 // grad-weight: tc_weight_kernel below (band diagonals of X^T GO).
 // Opt-in until a GPU has validated it: CONVEXT_CUDA_TC=1 enables it (see try_tensor_core).
 #include "cuda/depthwise_conv2d_common.cuh"
+#include "cuda/launch_utils.cuh"
 #include "depthwise_conv2d.h"
 
 #include <mma.h>
 
-#include <cstdlib>
-#include <cstring>
 
 namespace convext {
 namespace cuda {
@@ -31,8 +30,6 @@ namespace {
 
 constexpr int kGroupW = 64;               // dst columns per group (4 WMMA column blocks)
 constexpr int kFragsW = kGroupW / 16;
-constexpr int kTcMaxSmem = 96 * 1024;
-constexpr int64_t kI32Max = 2147483647;
 
 template <typename T> struct WmmaType;
 template <> struct WmmaType<c10::Half> {
@@ -154,13 +151,6 @@ tc_corr_kernel(const T* __restrict__ src, const T* __restrict__ weight, const T*
         dst_p[y * g.ds2 + x] = from_acc<T>(Os[i * LDO + q] + b);
     }
   }
-}
-
-// Read on every call (a getenv beside a kernel launch costs nothing measurable), so a process can
-// time both paths: bench/depthwise_conv2d.py's "convext:cuda-tc" provider sets it around its calls.
-bool tc_enabled() {
-  const char* e = std::getenv("CONVEXT_CUDA_TC");
-  return e != nullptr && std::strcmp(e, "1") == 0;
 }
 
 // Row-contiguous NCHW-like views run in place; others (channels_last, ...) through an NCHW copy.
@@ -289,7 +279,7 @@ bool try_tensor_core(const at::Tensor& src, const at::Tensor& dst, const CorrArg
   if constexpr (!(std::is_same_v<T, c10::Half> || std::is_same_v<T, c10::BFloat16>)) {
     return false;
   } else {
-    if (!tc_enabled() || a.gather || a.sh != 1 || a.sw != 1) return false;
+    if (!cuda_tc_enabled() || a.gather || a.sh != 1 || a.sw != 1) return false;
     if (a.KH * a.KW < 81 || a.KW < 7 || (a.KW - 1) * a.dw > 112) return false;
     const int64_t planes = a.N * a.C_dst;
     if (planes < 1 || planes >= kI32Max || a.H_dst < 1 || a.W_dst < 1) return false;
@@ -304,7 +294,7 @@ bool try_tensor_core(const at::Tensor& src, const at::Tensor& dst, const CorrArg
     // [A window | fp32 output staging (aliased)] + [B band: BK x 16] + [weights, 16-byte padded]
     const int64_t smem = std::max<int64_t>(int64_t(g.AROWS) * g.LDA * 2, 16 * NW * (kGroupW + 4) * 4) +
                          g.BK * 16 * 2 + ceil_div<int64_t>(a.KH * a.KW, 8) * 16;
-    if (smem > kTcMaxSmem) return false;
+    if (smem > kMaxSmem) return false;
     const at::Tensor s = planar(src);
     const at::Tensor d = planar_rows(dst) ? dst : at::empty(dst.sizes(), dst.options().memory_format(at::MemoryFormat::Contiguous));
     // image and channel offsets are int64 in the kernel, in-plane offsets int32
@@ -340,7 +330,7 @@ bool try_tensor_core_weight(const at::Tensor& input, const at::Tensor& grad_outp
   if constexpr (!(std::is_same_v<T, c10::Half> || std::is_same_v<T, c10::BFloat16>)) {
     return false;
   } else {
-    if (!tc_enabled() || p.stride_h != 1 || p.stride_w != 1) return false;
+    if (!cuda_tc_enabled() || p.stride_h != 1 || p.stride_w != 1) return false;
     if (p.kernel_h * p.kernel_w < 81 || p.kernel_w < 7 || (p.kernel_w - 1) * p.dilation_w > 112) return false;
     const int64_t lim = int64_t(1) << 30;
     if (p.in_h >= lim || p.in_w >= lim || p.out_h < 1 || p.out_w < 1 || p.out_channels >= lim) return false;
@@ -350,7 +340,7 @@ bool try_tensor_core_weight(const at::Tensor& input, const at::Tensor& grad_outp
     const int NW = p.out_h <= 16 ? 1 : p.out_h <= 32 ? 2 : 4;
     g.AROWS = static_cast<int>(16 * NW + (p.kernel_h - 1) * p.dilation_h);
     const int64_t smem = int64_t(g.AROWS) * g.LDA * 2 + 16 * NW * kLdg * 2 + int64_t(NW) * g.BK * 16 * 4;
-    if (smem > kTcMaxSmem) return false;
+    if (smem > kMaxSmem) return false;
     g.row_blocks = static_cast<int>(ceil_div<int64_t>(p.out_h, 16 * NW));
     g.groups = static_cast<int>(ceil_div<int64_t>(p.out_w, kGroupW));
     const int64_t parts = p.batch * g.row_blocks * g.groups;

@@ -1,0 +1,9 @@
+// Instantiates the grad-weight cl_fast family (depthwise_conv2d_bwd_weight_cl_fast.cuh) for every dtype (float64: returns false).
+#include "cuda/depthwise_conv2d_bwd_weight_cl_fast.cuh"
+
+namespace convext {
+namespace cuda {
+CONVEXT_INSTANTIATE_FLOATING(bool, run_bwd_weight_cl_fast,
+    const at::Tensor&, const at::Tensor&, const DepthwiseConv2dParams&, at::Tensor&, at::Tensor&, bool, cudaStream_t);
+}  // namespace cuda
+}  // namespace convext

@@ -1,0 +1,142 @@
+// Host-side helpers and limits shared by convext's CUDA launchers (forward engine, grad-weight,
+// tensor-core path). Device helpers (AccType, vector loads, CorrArgs) are in
+// depthwise_conv2d_device.cuh; this header is for the code that plans and launches kernels. It
+// includes no ATen header, so the forward kernel-family translation units compile fast.
+//
+//   kMaxThreads, kMaxSmem, kDefaultSmem, kI32Max   limits every launcher plans against
+//   max_offset / strided_fits_i32                   int32 index-range checks of a strided 4-D view
+//   fill_i32_geometry(cfg, a)                       the int32 geometry fields shared by the configs
+//   set_smem_limit(kernel, bytes)                   opt in to > 48 KiB of dynamic shared memory
+//   sm_count()                                      SMs of the current device (cached per device)
+//   fast_path_enabled(FastPath)                     CONVEXT_DISABLE_FAST_PATHS, read once per process
+//   cuda_tc_enabled()                               CONVEXT_CUDA_TC, read on every call
+#pragma once
+
+#include "cuda/depthwise_conv2d_device.cuh"
+
+#include <c10/cuda/CUDAException.h>
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+
+namespace convext {
+namespace cuda {
+
+constexpr int kMaxThreads = 256;             // threads per block of every tiled kernel (launch bounds)
+constexpr int kMaxSmem = 96 * 1024;          // dynamic shared memory a forward launcher may ask for
+constexpr int kDefaultSmem = 48 * 1024;      // shared memory available without the opt-in attribute
+constexpr int64_t kI32Max = std::numeric_limits<int>::max();
+
+// Largest element offset reachable through sizes/strides (strides are >= 0 in torch).
+inline int64_t max_offset(const int64_t* sizes, const int64_t* strides) {
+  int64_t m = 0;
+  for (int i = 0; i < 4; ++i) m += (sizes[i] - 1) * strides[i];
+  return m;
+}
+
+// A 4-D view whose sizes are in [1, 2^31), strides in [0, 2^31) and whose largest offset is
+// below `offset_limit`: kernels with 32-bit index math may address it.
+inline bool strided_fits_i32(const int64_t* sizes, const int64_t* strides, int64_t offset_limit) {
+  for (int i = 0; i < 4; ++i) {
+    if (sizes[i] < 1 || sizes[i] >= kI32Max) return false;
+    if (strides[i] < 0 || strides[i] >= kI32Max) return false;
+  }
+  return max_offset(sizes, strides) < offset_limit;
+}
+
+// Both views of the correlation engine (src and dst) fit 32-bit index math.
+inline bool engine_fits_i32(const CorrArgs& a, int64_t offset_limit) {
+  const int64_t ssz[4] = {a.N, a.C_src, a.H_src, a.W_src};
+  const int64_t dsz[4] = {a.N, a.C_dst, a.H_dst, a.W_dst};
+  // both loops run first (as the original per-kernel checks), then both offsets
+  for (int i = 0; i < 4; ++i) {
+    if (ssz[i] < 1 || dsz[i] < 1 || ssz[i] >= kI32Max || dsz[i] >= kI32Max) return false;
+    if (a.ss[i] < 0 || a.ds[i] < 0 || a.ss[i] >= kI32Max || a.ds[i] >= kI32Max) return false;
+  }
+  return max_offset(ssz, a.ss) < offset_limit && max_offset(dsz, a.ds) < offset_limit;
+}
+
+// The int32 geometry every 32-bit engine config (GatherCfg, ColCfg, Nhwc2Cfg) carries; the caller
+// has checked the ranges (engine_fits_i32 and the kernel's own bounds).
+template <typename Cfg>
+void fill_i32_geometry(Cfg& g, const CorrArgs& a) {
+  g.C_dst = static_cast<int>(a.C_dst);
+  g.H_src = static_cast<int>(a.H_src); g.W_src = static_cast<int>(a.W_src);
+  g.H_dst = static_cast<int>(a.H_dst); g.W_dst = static_cast<int>(a.W_dst);
+  g.pt = static_cast<int>(a.pt); g.pl = static_cast<int>(a.pl);
+  g.ss0 = static_cast<int>(a.ss[0]); g.ss2 = static_cast<int>(a.ss[2]); g.ss3 = static_cast<int>(a.ss[3]);
+  g.ds0 = static_cast<int>(a.ds[0]); g.ds2 = static_cast<int>(a.ds[2]); g.ds3 = static_cast<int>(a.ds[3]);
+}
+
+// Kernels planned with more than the default 48 KiB of dynamic shared memory must opt in.
+template <typename Kernel>
+void set_smem_limit(Kernel kernel, int bytes) {
+  if (bytes > 48 * 1024) {
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSmem));
+  }
+}
+
+// Streaming multiprocessors of the current device (the launchers run under a device guard), queried
+// once per device and cached. No ATen include: the kernel-family translation units stay light.
+inline int64_t sm_count() {
+  constexpr int kCachedDevices = 64;
+  static std::atomic<int> cache[kCachedDevices] = {};  // 0: not queried yet
+  int dev = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&dev));
+  if (dev >= 0 && dev < kCachedDevices) {
+    const int known = cache[dev].load(std::memory_order_relaxed);
+    if (known > 0) return known;
+  }
+  int n = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+  if (dev >= 0 && dev < kCachedDevices) cache[dev].store(n, std::memory_order_relaxed);
+  return n;
+}
+
+// ---------------------------------------------------------------------------
+// Run-time switches (the README's table). CONVEXT_DISABLE_FAST_PATHS: unset, "" or "0": every
+// fast path on; a comma list naming some of "gather", "colstrip", "nhwcbal", "nhwc2" switches off
+// just those; "1" (or any value naming none of them, e.g. "all"): every fast path off, which
+// restores the first-generation kernels exactly. The grad-weight fast paths (channels_last and
+// planar) have no name of their own: only the all-off value switches them off.
+// Read once per process (a function-local static of an inline function: one copy per process).
+// ---------------------------------------------------------------------------
+enum FastPath : unsigned {
+  kFpGather = 1u,          // forward engine: grad-input gather for stride > 1
+  kFpColstrip = 2u,        // forward engine: NCHW column strips
+  kFpNhwcBalance = 4u,     // forward engine: balanced channel blocks of the channels_last kernel
+  kFpNhwc2 = 8u,           // forward engine: channels_last strips with 16-byte vectors
+  kFpWeightCl = 16u,       // grad-weight: channels_last fast kernel
+  kFpWeightPlanar = 32u,   // grad-weight: planar fast kernel
+};
+
+inline unsigned parse_disabled_fast_paths(const char* e) {
+  constexpr unsigned all = kFpGather | kFpColstrip | kFpNhwcBalance | kFpNhwc2 | kFpWeightCl | kFpWeightPlanar;
+  if (e == nullptr || e[0] == '\0' || std::strcmp(e, "0") == 0) return 0;
+  unsigned off = 0;
+  if (std::strstr(e, "gather") != nullptr) off |= kFpGather;
+  if (std::strstr(e, "colstrip") != nullptr) off |= kFpColstrip;
+  if (std::strstr(e, "nhwcbal") != nullptr) off |= kFpNhwcBalance;
+  if (std::strstr(e, "nhwc2") != nullptr) off |= kFpNhwc2;
+  return off == 0 ? all : off;  // "1", "all", ...
+}
+
+inline bool fast_path_enabled(FastPath which) {
+  static const unsigned disabled = parse_disabled_fast_paths(std::getenv("CONVEXT_DISABLE_FAST_PATHS"));
+  return (disabled & which) == 0;
+}
+
+// CONVEXT_CUDA_TC=1: the opt-in tensor-core path. Read on every call (a getenv beside a kernel
+// launch costs nothing measurable), so a process can time both paths: bench/depthwise_conv2d.py's
+// "convext:cuda-tc" provider sets it around its calls.
+inline bool cuda_tc_enabled() {
+  const char* e = std::getenv("CONVEXT_CUDA_TC");
+  return e != nullptr && std::strcmp(e, "1") == 0;
+}
+
+}  // namespace cuda
+}  // namespace convext

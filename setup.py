@@ -30,8 +30,22 @@ from setuptools import find_packages, setup
 if "CUDA_HOME" not in os.environ and os.path.exists("/usr/local/cuda/bin/nvcc"):
     os.environ["CUDA_HOME"] = "/usr/local/cuda"
 
-import torch  # noqa: E402
-from torch.utils import cpp_extension  # noqa: E402
+try:
+    import torch  # noqa: E402
+    from torch.utils import cpp_extension  # noqa: E402
+except ImportError as _e:  # pip's / build's isolated build environment has no torch: say what to run instead
+    sys.exit(f"""
+[convext] the build needs torch and cannot import it ({_e}).
+
+convext._C compiles against the torch it will run with, so it is built in your environment, not in an
+isolated one (pip install . and python -m build isolate the build and hide your torch). Run instead:
+
+    pip install --no-build-isolation -e .         # from the clone, editable (or: pip install --no-build-isolation .)
+    python -m build --no-isolation --wheel        # a wheel, with the build package installed
+
+in an environment that already has torch and setuptools>=64, or simply: bash tools/dev.sh build
+No torch yet? pip install torch    (a CPU-only machine: pip install torch --index-url https://download.pytorch.org/whl/cpu)
+""")
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 

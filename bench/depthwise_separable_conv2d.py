@@ -29,9 +29,9 @@ GPU_SUITE = {
 }
 GPU_QUICK = ("mbv1-deep", "mbv2-project")
 
-CPU_SUITE = {
-    "cpu-sep": (4, 32, 64, 28, 3, 1),
-    "cpu-sep-atrous": (2, 64, 64, 17, 3, 2),
+CPU_SUITE = {  # sized like bench/depthwise_conv2d.py's CPU suite (the sanity check needs ~1 ms calls)
+    "cpu-sep": (8, 64, 128, 28, 3, 1),
+    "cpu-sep-atrous": (8, 128, 128, 17, 3, 2),
 }
 CPU_QUICK = ("cpu-sep",)
 

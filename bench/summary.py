@@ -1,5 +1,6 @@
-"""Closing summary of one benchmark run: per (op, mode, convext provider) statistics against torch.nn, and
-the project's performance targets (issues 3 and 4) checked as PASS / MISS with the measured number and gap.
+"""Closing summary of one benchmark run: per (op, mode, convext provider) statistics against torch.nn, the
+sanity check (convext:torch must read 1.0x), and the project's performance targets, each stated with the
+measured value, the gap to it and PASS / MISS.
 
     python -m bench.summary bench/results/depthwise_conv2d.csv [more CSVs] [--run-id ID] [--markdown]
 
@@ -68,6 +69,7 @@ def provider_stats(rows: Sequence[Dict[str, object]]) -> List[Dict[str, object]]
                         geomean=geomean([r["speedup_vs_torch"] for r in done]),
                         min=worst["speedup_vs_torch"] if worst else NAN, min_row=_where(worst, False) if worst else "-",
                         slower=sum(r["speedup_vs_torch"] < 1 for r in done),
+                        noisy=sum(bool(r.get("noisy")) for r in done),
                         bw_median=statistics.median(bw) if bw else NAN, bw_min=min(bw, default=NAN),
                         tf_median=statistics.median(tf) if tf else NAN, tf_min=min(tf, default=NAN)))
     return out
@@ -78,7 +80,6 @@ def provider_stats(rows: Sequence[Dict[str, object]]) -> List[Dict[str, object]]
 
 @dataclass
 class Target:
-    issue: str
     op: str
     backend: str  # the convext backend, e.g. "cuda" (provider "convext:cuda")
     what: str
@@ -113,25 +114,25 @@ def _peak_pct(r, peer):
 
 _speedup, _pct = _col("speedup_vs_torch"), _col("pct_copy_bw")
 TARGETS = [
-    Target("3", DEPTHWISE, "cuda", "fwd % of copy BW, every memory-bound row", "fwd", "min", ">=", 80, "%", _pct,
+    Target(DEPTHWISE, "cuda", "fwd % of copy BW, every memory-bound row", "fwd", "min", ">=", 80, "%", _pct,
            _memory_bound),
-    Target("3", DEPTHWISE, "cuda", "fwd+bwd % of copy BW, every memory-bound row", "fwd+bwd", "min", ">=", 60, "%",
+    Target(DEPTHWISE, "cuda", "fwd+bwd % of copy BW, every memory-bound row", "fwd+bwd", "min", ">=", 60, "%",
            _pct, _memory_bound),
-    Target("3", DEPTHWISE, "cuda", "fwd geomean speedup vs torch", "fwd", "geomean", ">=", 3, "x", _speedup),
-    Target("3", DEPTHWISE, "cuda", "fwd+bwd geomean speedup vs torch", "fwd+bwd", "geomean", ">=", 4, "x", _speedup),
-    Target("3", DEPTHWISE, "cuda", "k>=13 fp32 % of FP32 FMA peak, every row", None, "min", ">=", 50, "%",
+    Target(DEPTHWISE, "cuda", "fwd geomean speedup vs torch", "fwd", "geomean", ">=", 3, "x", _speedup),
+    Target(DEPTHWISE, "cuda", "fwd+bwd geomean speedup vs torch", "fwd+bwd", "geomean", ">=", 4, "x", _speedup),
+    Target(DEPTHWISE, "cuda", "k>=13 fp32 % of FP32 FMA peak, every row", None, "min", ">=", 50, "%",
            _peak_pct, _k13("fp32")),
-    Target("3", DEPTHWISE, "cuda", "k>=13 bf16 speedup vs torch, every row", None, "min", ">", 1, "x", _speedup,
+    Target(DEPTHWISE, "cuda", "k>=13 bf16 speedup vs torch, every row", None, "min", ">", 1, "x", _speedup,
            _k13("bf16")),
-    Target("3", DEPTHWISE, "cuda", "speedup vs torch, every row and mode", None, "min", ">=", 1, "x", _speedup),
-    Target("4", DEPTHWISE, "triton", "time / convext:cuda time, every row", None, "max", "<=", 1.25, "x",
+    Target(DEPTHWISE, "cuda", "speedup vs torch, every row and mode", None, "min", ">=", 1, "x", _speedup),
+    Target(DEPTHWISE, "triton", "time / convext:cuda time, every row", None, "max", "<=", 1.25, "x",
            lambda r, peer: _ratio(r["ms"], peer(r, "convext:cuda", "ms"))),
-    Target("4", SEPARABLE, "triton", "fwd geomean speedup vs torch", "fwd", "geomean", ">=", 2, "x", _speedup),
-    Target("4", SEPARABLE, "triton", "fwd+bwd geomean speedup vs torch", "fwd+bwd", "geomean", ">=", 2, "x",
+    Target(SEPARABLE, "triton", "fwd geomean speedup vs torch", "fwd", "geomean", ">=", 2, "x", _speedup),
+    Target(SEPARABLE, "triton", "fwd+bwd geomean speedup vs torch", "fwd+bwd", "geomean", ">=", 2, "x",
            _speedup),
-    Target("4", SEPARABLE, "triton", "% of fused-bytes roofline, every memory-bound row", None, "min", ">=", 60, "%",
+    Target(SEPARABLE, "triton", "% of fused-bytes roofline, every memory-bound row", None, "min", ">=", 60, "%",
            _pct, _memory_bound),
-    Target("4", SEPARABLE, "triton", "fwd+bwd peak memory / torch's, every row", "fwd+bwd", "max", "<", 1, "x",
+    Target(SEPARABLE, "triton", "fwd+bwd peak memory / torch's, every row", "fwd+bwd", "max", "<", 1, "x",
            lambda r, peer: _ratio(r["peak_mem_mb"], peer(r, TORCH_PROVIDER, "peak_mem_mb"))),
 ]
 _CMP = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
@@ -172,6 +173,24 @@ def _num(v: float, unit: str, gap: bool = False) -> str:
     return format(v, spec) + (" pp" if gap and unit == "%" else unit)
 
 
+def sanity_line(rows: Sequence[Dict[str, object]]) -> str:
+    """The sanity check in words: convext:torch runs torch's own computation, so it must read 1.0x."""
+    c = harness.sanity_check(rows)
+    want = f"{harness.SANITY_PROVIDER} / torch (the same computation) should read 1.00x ± {harness.SANITY_TOL:.2f}"
+    if c["status"] == "no data":
+        return f"Sanity check: no data ({harness.SANITY_PROVIDER} not in this run); {want}."
+    head = (f"Sanity check: {c['status']}: {want}; measured median {c['median']:.2f}x, range {c['lo']:.2f}x to "
+            f"{c['hi']:.2f}x over {c['n']} rows.")
+    if c["status"] == "PASS":
+        return head
+    worst = sorted(c["bad"], key=lambda r: -abs(r["speedup_vs_torch"] - 1))[:3]
+    where = "; ".join(f"{_where(r)}: {r['speedup_vs_torch']:.2f}x" for r in worst)
+    load = rows[0].get("load", NAN)
+    busy = f" (load average {load:.1f} during the run)" if _ok(load) else ""
+    return (f"{head} Off on {len(c['bad'])} rows ({where}): this machine's timings cannot be trusted{busy}; "
+            f"rerun on a quiet machine (on CPU, --threads 1 suffers least from other processes).")
+
+
 def summarize(rows: Sequence[Dict[str, object]], markdown: bool = False) -> str:
     """The summary of one run's rows (from run_benchmark or harness.read_run) as text or markdown."""
     if not rows:
@@ -181,28 +200,31 @@ def summarize(rows: Sequence[Dict[str, object]], markdown: bool = False) -> str:
              f"{', '.join(dict.fromkeys(r['device_name'] for r in rows))}")
     out = [f"**{title}**" if markdown else f"[bench] {title}", ""]
     lines = [[s["op"], s["mode"], s["provider"], s["rows"], _fmt(s["geomean"], ".2f"), _fmt(s["min"], ".2f"),
-              s["min_row"], str(s["slower"]), _fmt(s["bw_median"], ".1f"), _fmt(s["bw_min"], ".1f"),
+              s["min_row"], str(s["slower"]), str(s["noisy"]), _fmt(s["bw_median"], ".1f"), _fmt(s["bw_min"], ".1f"),
               _fmt(s["tf_median"], ".2f"), _fmt(s["tf_min"], ".2f")] for s in provider_stats(rows)]
-    out += harness.format_table(["op", "mode", "provider", "rows", "geomean x", "min x", "min row", "slower",
+    out += harness.format_table(["op", "mode", "provider", "rows", "geomean x", "min x", "min row", "slower", "noisy",
                                  "%copy med", "%copy min", "TFLOP/s med", "TFLOP/s min"], lines,
-                                {3, 4, 5, 7, 8, 9, 10, 11}, markdown, group=lambda l: l[0])
+                                {3, 4, 5, 7, 8, 9, 10, 11, 12}, markdown, group=lambda l: l[0])
     k = harness.LARGE_KERNEL
-    out += ["", f"%copy: memory-bound rows (kH*kW < {k}*{k}); TFLOP/s: compute-bound rows (kH*kW >= {k}*{k}). "
+    noisy = sum(1 for r in rows if r.get("noisy"))
+    out += ["", f"%copy: memory-bound rows (kH*kW < {k}*{k}); TFLOP/s: compute-bound rows (kH*kW >= {k}*{k}); "
+            f"noisy: rows whose speedup IQR exceeds {harness.NOISY:.0%} of it, too noisy to rank "
+            f"({noisy} of {len(rows)} rows).", "", sanity_line(rows), "",
             "Targets (gap: margin to the target, negative = short of it):", ""]
     lines = []
     providers = {(r["op"], r["provider"]) for r in rows}
-    for key in dict.fromkeys((t.issue, t.op, t.backend) for t in TARGETS if t.op in ops):
-        issue, op, backend = key
+    for key in dict.fromkeys((t.op, t.backend) for t in TARGETS if t.op in ops):
+        op, backend = key
         if (op, f"convext:{backend}") not in providers:
-            lines.append(["no data", issue, op, f"convext:{backend}", "(provider not in this run)"] + ["-"] * 4)
+            lines.append(["no data", op, f"convext:{backend}", "(provider not in this run)"] + ["-"] * 4)
             continue
         for t in TARGETS:
-            if (t.issue, t.op, t.backend) == key:
+            if (t.op, t.backend) == key:
                 c = check(rows, t)
-                lines.append([c["status"], issue, op, f"convext:{backend}", t.what, f"{t.cmp} {t.target:g}{t.unit}",
+                lines.append([c["status"], op, f"convext:{backend}", t.what, f"{t.cmp} {t.target:g}{t.unit}",
                               _num(c["value"], t.unit), _num(c["gap"], t.unit, gap=True), c["where"]])
-    out += harness.format_table(["status", "issue", "op", "provider", "check", "target", "measured", "gap",
-                                 "worst row"], lines, (5, 6, 7), markdown)
+    out += harness.format_table(["status", "op", "provider", "check", "target", "measured", "gap", "worst row"],
+                                lines, (4, 5, 6), markdown)
     return "\n".join(out)
 
 

@@ -8,7 +8,7 @@ and grad mode is on, so forward + backward are timed; inference: the forward alo
 On the first call with a new key, each candidate `_backend.auto_candidates` allows (the GPU paths
 a GPU run has verified, never the interpreted Triton backend on CPU) runs on the real arguments:
 one warm-up call each, then a few interleaved rounds of samples (each sample repeats the call up to
-about a millisecond), and the median decides. `torch` (the reference) is kept unless another
+about a millisecond), and each candidate's fastest sample decides (noise only adds time). `torch` (the reference) is kept unless another
 backend beats it by more than TIE. The choice is kept in memory and in a JSON file in the cache
 folder, which later processes read; entries written under other versions of torch, convext (its
 version and the build of convext._C), triton or another device are ignored.
@@ -36,7 +36,6 @@ import contextlib
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import threading
@@ -50,11 +49,10 @@ ENV_CACHE_DIR = "CONVEXT_CACHE_DIR"
 CACHE_FILE = "autotune.json"
 FORMAT = 1
 
-ROUNDS = 5  # interleaved rounds of samples per candidate
+ROUNDS = 5  # interleaved rounds of samples per candidate (plus the calibration call)
 SAMPLE_S = 1e-3  # each sample repeats the call until it lasts about this long...
 MAX_CALLS = 50  # ...but at most this many calls
 TIE = 0.03  # torch is kept unless another backend is faster by more than this fraction
-CLEAR_LOSS = 3.0  # a candidate this many times slower than the fastest after warm-up is not sampled further
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -204,9 +202,11 @@ def _sync(device: torch.device):
 
 
 def time_candidates(calls: Dict[str, Callable[[], object]], device: torch.device) -> Dict[str, float]:
-    """Median seconds per call of each zero-argument callable: one warm-up call each, then ROUNDS
-    interleaved rounds (the order rotates), each sample repeating the call for about SAMPLE_S.
-    A callable that raises is left out of the answer."""
+    """Seconds per call of each zero-argument callable: one warm-up call each, a calibration call,
+    then ROUNDS interleaved rounds (the order rotates), each sample repeating the call for about
+    SAMPLE_S. The answer is each candidate's fastest sample: other processes and descheduled
+    threads only ever add time (on a busy CPU a single call can take 100x its real cost), so the
+    minimum is the estimate they disturb least. A callable that raises is left out of the answer."""
     per_call: Dict[str, float] = {}
     for name, fn in calls.items():
         try:
@@ -218,12 +218,9 @@ def time_candidates(calls: Dict[str, Callable[[], object]], device: torch.device
             per_call[name] = max(clock() - t0, 1e-9)
         except Exception:  # a backend that cannot run this case is simply not chosen
             continue
-    # A candidate already CLEAR_LOSS times slower than the fastest on its warmed-up call is not
-    # sampled further (that call is its time): it cannot win, and timing it costs the most.
-    fastest = min(per_call.values(), default=0.0)
-    names = [n for n in per_call if per_call[n] <= CLEAR_LOSS * fastest]
+    names = list(per_call)
     reps = {n: max(1, min(MAX_CALLS, int(SAMPLE_S / per_call[n]))) for n in names}
-    samples: Dict[str, List[float]] = {n: [] for n in names}
+    samples: Dict[str, List[float]] = {n: [per_call[n]] for n in names}
     for r in range(ROUNDS):
         k = r % max(1, len(names))
         for name in names[k:] + names[:k]:
@@ -234,9 +231,7 @@ def time_candidates(calls: Dict[str, Callable[[], object]], device: torch.device
                 fn()
             _sync(device)
             samples[name].append((clock() - t0) / n)
-    times = {n: per_call[n] for n in per_call if n not in samples}
-    times.update({n: statistics.median(v) for n, v in samples.items()})
-    return times
+    return {n: min(v) for n, v in samples.items()}
 
 
 def pick(times: Dict[str, float], static: str) -> str:

@@ -1,4 +1,4 @@
-"""Backend availability and the "auto" choice."""
+"""Backend availability and the "auto" choice (the measuring part: convext/_autotune.py)."""
 from __future__ import annotations
 
 import os
@@ -64,7 +64,12 @@ def availability(name: str, device_type: str) -> Tuple[bool, str]:
 
 
 def backends(device=None) -> List[str]:
-    """Names of the backends usable on this machine for `device` (default: any device present)."""
+    """Names of the backends usable on this machine for `device` (default: any device present).
+
+    A subset of ["cuda", "triton", "cpu", "torch"] in that order: "cuda" when convext._C has CUDA kernels
+    and a GPU is visible, "triton" when Triton loads (on CPU only with TRITON_INTERPRET=1), "cpu" when
+    convext._C loaded, "torch" always. `backend="auto"` chooses among the verified ones (docs/API.md).
+    """
     if device is None:
         types = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     else:

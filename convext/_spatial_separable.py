@@ -69,7 +69,8 @@ def torch_spatial_separable_conv2d(input, vertical_weight, horizontal_weight, ve
 # The CUDA kernel (csrc/cuda/spatial_separable_conv2d.cu) has only been compiled, never run on a
 # GPU: `auto` does not choose it (nor the Triton kernel) on CUDA tensors until a GPU run verifies
 # them; backend="cuda" / "triton" run them. On CPU `auto` takes the C++ kernel (one pass over the
-# input, no intermediate tensor; docs/DESIGN.md has the CPU timings).
+# input, no intermediate tensor; docs/DESIGN.md has the CPU timings). CONVEXT_BACKEND=<name>
+# forces `auto` as for the other ops; no measuring (a static rule).
 def _has_op(name):
     try:
         getattr(torch.ops.convext, name)
@@ -90,9 +91,16 @@ def resolve_backend(backend, x) -> str:
         raise ValueError(f"convext: backend must be one of {_backend.CHOICES}, got {backend!r}")
     device_type = x.device.type
     if backend == "auto":
-        if device_type == "cpu" and _backend.availability("cpu", "cpu")[0] and _HAS_KERNEL["CPU"]:
+        env_error = getattr(_backend, "ENV_ERROR", None)
+        if env_error is not None:
+            raise ValueError(env_error)
+        forced = getattr(_backend, "FORCED", None)  # CONVEXT_BACKEND=<name>: every auto becomes it
+        if forced is not None:
+            backend = forced
+        elif device_type == "cpu" and _backend.availability("cpu", "cpu")[0] and _HAS_KERNEL["CPU"]:
             return "cpu"
-        return "torch"
+        else:
+            return "torch"
     ok, why = _backend.availability(backend, device_type)
     if not ok:
         raise RuntimeError(f"convext: backend {backend!r} is not available: {why}")

@@ -1,4 +1,4 @@
-"""Public functional API (see API.md): argument checks, backend choice, dispatch to the ops.
+"""Public functional API (see docs/API.md): argument checks, backend choice, dispatch to the ops.
 
 Every public function starts the way torch.nn.functional's Python functions do:
 
@@ -71,9 +71,18 @@ def _run_depthwise_conv2d(x, weight, bias, g: _geometry.ConvGeometry, backend: s
 
 
 def depthwise_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, *, backend="auto"):
-    """`F.conv2d(input, weight, bias, stride, padding, dilation, groups=C)` for weight (C*M, 1, kH, kW).
+    """Depthwise 2-D convolution: `F.conv2d(input, weight, bias, stride, padding, dilation, groups=C)`.
 
-    input is (N, C, H, W) or (C, H, W) in any memory format; the result has the input's format.
+    Args:
+        input: (N, C, H, W) or unbatched (C, H, W); N may be 0.
+        weight: (C*M, 1, kH, kW), M >= 1 the depth multiplier; kH != kW allowed.
+        bias: (C*M,) or None.
+        stride, dilation: int or (int, int), each >= 1.
+        padding: int, (int, int), "same" (stride 1 only) or "valid".
+        backend: "auto" (default), "cuda", "triton", "cpu" or "torch" (see below).
+
+    Returns the (N, C*M, H_out, W_out) result (unbatched: (C*M, H_out, W_out)), differentiable in
+    input, weight and bias.
     """
     if has_torch_function_variadic(input, weight, bias):
         return handle_torch_function(depthwise_conv2d, (input, weight, bias), input, weight, bias, stride,
@@ -88,8 +97,23 @@ def depthwise_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, 
 def depthwise_separable_conv2d(input, depthwise_weight, pointwise_weight, depthwise_bias=None,
                                pointwise_bias=None, stride=1, padding=0, dilation=1, *, backend="auto",
                                depthwise_activation=None, pointwise_activation=None):
-    """Depthwise conv, optional activation, 1x1 conv, optional activation; the intermediate stays on chip
-    where the backend allows (triton)."""
+    """Depthwise conv, optional activation, 1x1 conv, optional activation, as one op:
+
+        z = F.conv2d(input, depthwise_weight, depthwise_bias, stride, padding, dilation, groups=C)
+        out = act2(F.conv2d(act1(z), pointwise_weight, pointwise_bias))
+
+    Args:
+        input: (N, C, H, W) or unbatched (C, H, W).
+        depthwise_weight: (C*M, 1, kH, kW); depthwise_bias: (C*M,) or None.
+        pointwise_weight: (C_out, C*M, 1, 1); pointwise_bias: (C_out,) or None.
+        stride, padding, dilation: of the depthwise conv, as in depthwise_conv2d.
+        backend: "auto" (default), "cuda", "triton", "cpu" or "torch" (see below).
+        depthwise_activation, pointwise_activation: act1 / act2, each None, "relu", "relu6", "silu",
+            "gelu" (exact erf form) or "hardswish".
+
+    The intermediate z need not exist in memory: the Triton kernel keeps it on chip; other backends
+    may materialise it. Differentiable in every tensor argument.
+    """
     tensors = (input, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias)
     if has_torch_function_variadic(*tensors):
         return handle_torch_function(
@@ -119,7 +143,15 @@ def depthwise_separable_conv2d(input, depthwise_weight, pointwise_weight, depthw
 
 
 def depthwise_conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, *, causal=False, backend="auto"):
-    """`F.conv1d(..., groups=C)` for weight (C*M, 1, k); `causal=True` left-pads by dilation*(k-1).
+    """Depthwise 1-D convolution: `F.conv1d(input, weight, bias, stride, padding, dilation, groups=C)`.
+
+    Args:
+        input: (N, C, L) or unbatched (C, L).
+        weight: (C*M, 1, k); bias: (C*M,) or None.
+        stride, dilation: int >= 1; padding: int, "same" or "valid".
+        causal: pad dilation*(k-1) on the left only (WaveNet / TCN); padding must then be 0, and at
+            stride 1 the output is as long as the input.
+        backend: "auto" (default), "cuda", "triton", "cpu" or "torch" (see below).
 
     Runs as a 2-D depthwise conv over a height-1 image, so every backend serves it.
     """
@@ -155,7 +187,15 @@ def depthwise_conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, 
 
 def depthwise_conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, dilation=1,
                                *, backend="auto"):
-    """`F.conv_transpose2d(..., groups=C)` for weight (C, M, kH, kW).
+    """Depthwise transposed convolution: `F.conv_transpose2d(input, weight, bias, stride, padding,
+    output_padding, groups=C, dilation=dilation)`.
+
+    Args:
+        input: (N, C, H, W) or unbatched (C, H, W).
+        weight: (C, M, kH, kW); bias: (C*M,) or None.
+        stride, dilation: int or (int, int), each >= 1; padding: int or (int, int) (no strings).
+        output_padding: int or (int, int), smaller than the stride or the dilation.
+        backend: "auto" (default), "cuda", "triton", "cpu" or "torch" (see below).
 
     The transposed conv is the input-gradient of a depthwise conv2d, so it runs on the same kernels.
     """
@@ -218,3 +258,33 @@ def depthwise_conv_transpose2d(input, weight, bias=None, stride=1, padding=0, ou
         out = out.to(dtype)
     out = _ops._in_format_of(out, x)  # cuDNN may answer a channels_last input in NCHW
     return out.squeeze(0) if input.dim() == 3 else out
+
+
+_COMMON_DOC = """
+    Backends (`backend=`): "cuda" (CUDA kernels of convext._C), "triton" (Triton kernels; CPU tensors
+    only with TRITON_INTERPRET=1), "cpu" (C++ kernels of convext._C), "torch" (the torch.nn.functional
+    reference), "auto": on the first call with a new shape / dtype / layout / direction, times the
+    verified backends (CUDA: cuda, torch; CPU: cpu, torch) and keeps the fastest, in memory and in
+    $CONVEXT_CACHE_DIR (default ~/.cache/convext); CONVEXT_BACKEND=<name> forces one for every
+    "auto"; CONVEXT_AUTOTUNE=0 uses a fixed rule. convext.backends() lists what this machine has.
+
+    Dtypes: float32, float64, float16, bfloat16 (float16 / bfloat16 accumulate in float32); every
+    tensor argument has the input's dtype and device. Under torch.autocast the tensors are cast as
+    for F.conv2d and the result has the autocast dtype.
+
+    Memory formats: any (contiguous, channels_last, strided views); the result has the input's.
+
+    Raises:
+        TypeError: a non-tensor or non-floating argument, or dtypes that do not match.
+        ValueError: wrong ranks or shapes, channel counts or bias sizes that do not match, stride or
+            dilation < 1, negative padding, "same" with stride > 1, an unknown activation or backend.
+        RuntimeError: the backend cannot run here (not built, no GPU, wrong device), or tensors on
+            different devices.
+
+    docs/API.md has the full reference.
+    """
+
+for _f in (depthwise_conv2d, depthwise_separable_conv2d, depthwise_conv1d, depthwise_conv_transpose2d):
+    if _f.__doc__:  # None under python -OO
+        _f.__doc__ = _f.__doc__.rstrip() + "\n" + _COMMON_DOC
+del _f

@@ -51,10 +51,22 @@ at::Tensor act_backward(const at::Tensor& grad, const at::Tensor& t, Act act) {
   switch (act) {
     case Act::None: return grad;
     case Act::Relu: return at::threshold_backward(grad, t, 0.0);
-    case Act::Relu6: return at::hardtanh_backward(grad, t, 0.0, 6.0);
+    // hardtanh_backward / hardswish_backward element by element (their CUDA kernels and scalar
+    // CPU loop): a NaN t passes the gradient. ATen's vectorised CPU loops give 0 (relu6) and NaN
+    // (hardswish) there instead, so on CPU the formulas are spelled out (selects, not products).
+    case Act::Relu6:
+      if (t.is_cpu()) return at::where(t.le(0.0).logical_or_(t.ge(6.0)), at::zeros_like(grad), grad);
+      return at::hardtanh_backward(grad, t, 0.0, 6.0);
     case Act::Silu: return at::silu_backward(grad, t);
     case Act::Gelu: return at::gelu_backward(grad, t);
-    case Act::Hardswish: return at::hardswish_backward(grad, t);
+    case Act::Hardswish:
+      if (t.is_cpu()) {  // (in float for float16 / bfloat16, rounded once, as ATen's kernel)
+        const bool low = t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
+        const at::Tensor tf = low ? t.to(at::kFloat) : t, gf = low ? grad.to(at::kFloat) : grad;
+        return at::where(tf.le(-3.0), at::zeros_like(gf), at::where(tf.lt(3.0), gf * (tf / 3.0 + 0.5), gf))
+            .to(grad.scalar_type());
+      }
+      return at::hardswish_backward(grad, t);
   }
   return grad;
 }

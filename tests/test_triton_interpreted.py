@@ -179,6 +179,10 @@ INTERIOR = [
     ("d2", 1, 3, 12, 12, 3, 1, 0, 2, 1),
     ("k3x5-cols-partial", 1, 2, 10, 15, (3, 5), 1, 0, 1, 1),
     ("M4-C2-cl-full-block", 1, 2, 10, 10, 3, 1, 0, 1, 4),
+    # padded: the last full tile's window ends exactly one row (column) past the input, so it
+    # must take the masked path (an off-by-one in the interior test reads that row unmasked)
+    ("same-bottom-edge", 1, 2, 16, 8, 3, 1, 1, 1, 1),
+    ("same-right-edge", 1, 2, 8, 16, 3, 1, 1, 1, 1),
 ]
 
 
@@ -188,6 +192,16 @@ def test_depthwise_interior_tiles(case, layout):
     _, N, C, H, W, k, s, p, d, M = case
     x, w, b = make_inputs(N, C, H, W, k, M, True, torch.float32)
     check_depthwise("cpu", "triton", to_layout(x, layout), w, b, s, p, d, grad_layout=layout)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_separable_interior_tiles(layout):
+    """The fused kernels' depthwise tile paths at their edges: with 16-pixel tiles over 24-column
+    rows and C*M = 16 (full K blocks), some one-row tiles lie inside the window (no masks) and
+    others end exactly at the last column or row, whose window passes the input by one and must be
+    masked."""
+    t = _separable_tensors(1, 16, 6, 24, 3, 1, 3)
+    _check_separable(t, 1, 1, 1, ("relu", None), layout)
 
 
 # --------------------------------------------------------------------------- 64-bit indexing

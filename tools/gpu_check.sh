@@ -23,7 +23,7 @@
 #
 # On the GPU machine, in one device call: run(command="bash tools/gpu_check.sh", carry=[".whl"],
 # timeout_s=600); read the returned table (and summary.json); give the machine back.
-# --budget: default 480 s (8 min; dry run 300 s). --build: skip the wheel, build in place. --jobs: parallel
+# --budget: default 480 s (8 min; dry run 420 s). --build: skip the wheel, build in place. --jobs: parallel
 # processes (default 16; dry run 4).
 # --dry-run: the same plumbing on this CPU machine: finds the prebuilt wheel (builds it when missing or
 # stale), copies the working tree as the device call would, installs the wheel there with a torch 2.11
@@ -44,7 +44,7 @@ while [ $# -gt 0 ]; do
     *) echo "gpu_check.sh: unknown argument $1 (see --help)"; exit 2 ;;
   esac
 done
-[ -n "$BUDGET" ] || BUDGET=$([ $DRY = 1 ] && echo 300 || echo 480)
+[ -n "$BUDGET" ] || BUDGET=$([ $DRY = 1 ] && echo 420 || echo 480)
 [ -n "$JOBS" ] || JOBS=$([ $DRY = 1 ] && echo 4 || echo 16)
 case $BUDGET in *m) BUDGET=$(( ${BUDGET%m} * 60 )) ;; esac
 [ -n "$OUTDIR" ] || OUTDIR=/tmp/convext_gpu_check$([ $DRY = 1 ] && echo _dry)
@@ -53,13 +53,14 @@ rm -f "$OUTDIR"/summary.json "$OUTDIR"/gpu_check.log "$OUTDIR"/*.csv
 WORK=$(mktemp -d /tmp/convext_gpu_check_work.XXXXXX)   # scratch, outside --out (only 8 files come back)
 LOG=$OUTDIR/gpu_check.log
 exec > >(tee -a "$LOG") 2>&1
+TEE_PID=$!
 export GPU_CHECK_OUT=$OUTDIR PYTHONUNBUFFERED=1
 say() { echo "[gpu_check $(date +%T)] $*"; }
 
 # ---------------------------------------------------------------- where it runs, with which python
 if [ $DRY = 1 ]; then
   VENV=${VENV:-/tmp/convext-v211}
-  RUN=/tmp/convext-gpu-check-dryrun
+  RUN=${GPU_CHECK_DRY_TREE:-/tmp/convext-gpu-check-dryrun-$(echo "$REPO" | md5sum | cut -c1-8)}
   say "dry run: copying the working tree to $RUN as a device call would"
   python3 tools/gpu_check.py sync-tree "$REPO" "$RUN" || exit 1
   want=$(cd "$RUN" && python3 tools/gpu_check.py source-hash)
@@ -228,6 +229,7 @@ bench() {
   cat "$WORK/warm.log"
   local q=(); [ $BUDGET -lt 900 ] && q=(--quick)
   local stop=$(( END - RESERVE - 25 ))   # no new (case, mode) group after this; bench-report and the end follow
+  [ $(( stop - $(date +%s) )) -ge 5 ] || { say "bench: no time left"; return 99; }
   timeout -k 10 $(( stop - $(date +%s) + 20 )) $PY tools/gpu_check.py bench --out "$OUTDIR" --deadline $stop "${q[@]}" "${STUB[@]}"
 }
 step bench $(( $(left) - 10 )) bench
@@ -248,4 +250,5 @@ $PY tools/gpu_check.py finish --out "$OUTDIR" "${STUB[@]}"
 rc=$?
 say "done in $(( $(date +%s) - T0 )) s of ${BUDGET} s; results in $OUTDIR: $(ls "$OUTDIR" | tr '\n' ' ')"
 rm -rf "$WORK"
+exec >&- 2>&-; wait $TEE_PID 2>/dev/null   # the log is complete before the call returns
 exit $rc

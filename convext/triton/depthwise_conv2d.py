@@ -292,6 +292,24 @@ def _nchw_conv_tile(acc, src_base, s_m, M, s_h, s_w, rows, LIM_H, cols, LIM_W, w
 
 
 @triton.jit
+def _nonfinite_nchw_tile(base, rows, cols, H_t, W_t, s_h, s_w):
+    """Whether the stored [rows, cols] tile at base holds a NaN or an inf (fix-up mode)."""
+    m = (rows < H_t)[:, None] & (cols < W_t)[None, :]
+    v = tl.load(base + rows[:, None] * s_h + cols[None, :] * s_w, mask=m, other=0.0)
+    return tl.max((m & ((v - v) != 0)).to(tl.int32)) > 0  # v - v is NaN exactly for NaN / inf
+
+
+@triton.jit
+def _nonfinite_nhwc_tile(base, rows, cols, H_t, W_t, s_h, s_w, ch, s_c, c_ok):
+    m = ((rows < H_t) & (cols < W_t))[:, None] & c_ok[None, :]
+    v = tl.load(base + (rows * s_h + cols * s_w)[:, None] + (ch * s_c)[None, :], mask=m, other=0.0)
+    return tl.max(tl.max((m & ((v - v) != 0)).to(tl.int32), axis=1), axis=0) > 0
+
+
+# FIXUP (all direct kernels): the tile was already computed by the tensor-core path, whose band
+# GEMMs multiply padding and off-band zeros (0 * NaN); a tile holding no NaN / inf is exact and
+# is left alone (a finite sum had no non-finite product), any other is recomputed here, exactly.
+@triton.jit
 def _dw_fwd_nchw_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr,
     C_out, M, H, W, H_out, W_out,
@@ -301,7 +319,7 @@ def _dw_fwd_nchw_kernel(
     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     DH: tl.constexpr, DW: tl.constexpr,
     HAS_BIAS: tl.constexpr, ACC_F64: tl.constexpr, INT64: tl.constexpr,
-    BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+    BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, FIXUP: tl.constexpr,
 ):
     n, oc, oh, ow, oh0, ow0 = _nchw_tile(tl.program_id(0), C_out, H_out, W_out, BLOCK_H, BLOCK_W,
                                          INT64)
@@ -312,10 +330,15 @@ def _dw_fwd_nchw_kernel(
     acc = _zeros_2d(BLOCK_H, BLOCK_W, ACC_F64)
     rows_in, cols_in = _nchw_window_in(oh0, ow0, H, W, BLOCK_H, BLOCK_W, SH, SW, (KH - 1) * DH,
                                        (KW - 1) * DW, -pad_t, -pad_l, H_out, W_out)
-    _nchw_conv_tile(acc, x_ptr + n.to(tl.int64) * sxn + ic.to(tl.int64) * sxc, 0, 1, sxh, sxw,
-                    oh * SH - pad_t, H, ow * SW - pad_l, W, w_ptr + oc * (KH * KW),
-                    rows_in, cols_in, y_ptr + n.to(tl.int64) * syn + oc.to(tl.int64) * syc,
-                    syh, syw, oh, H_out, ow, W_out, b_ptr, oc, KH, KW, DH, DW, False, HAS_BIAS)
+    y_base = y_ptr + n.to(tl.int64) * syn + oc.to(tl.int64) * syc
+    todo = True
+    if FIXUP:
+        todo = _nonfinite_nchw_tile(y_base, oh, ow, H_out, W_out, syh, syw)
+    if todo:
+        _nchw_conv_tile(acc, x_ptr + n.to(tl.int64) * sxn + ic.to(tl.int64) * sxc, 0, 1, sxh, sxw,
+                        oh * SH - pad_t, H, ow * SW - pad_l, W, w_ptr + oc * (KH * KW),
+                        rows_in, cols_in, y_base,
+                        syh, syw, oh, H_out, ow, W_out, b_ptr, oc, KH, KW, DH, DW, False, HAS_BIAS)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -430,7 +453,7 @@ def _dw_fwd_nhwc_kernel(
     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     DH: tl.constexpr, DW: tl.constexpr,
     HAS_BIAS: tl.constexpr, ACC_F64: tl.constexpr, INT64: tl.constexpr,
-    TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_C: tl.constexpr,
+    TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_C: tl.constexpr, FIXUP: tl.constexpr,
 ):
     n, oh, ow, oc, c_ok, oh0, ow0, oc0 = _nhwc_tile(tl.program_id(0), C_out, H_out, W_out, TILE_H,
                                                     TILE_W, BLOCK_C, INT64)
@@ -438,10 +461,16 @@ def _dw_fwd_nhwc_kernel(
     acc = _zeros_2d(TILE_H * TILE_W, BLOCK_C, ACC_F64)
     rows_in, cols_in = _nchw_window_in(oh0, ow0, H, W, TILE_H, TILE_W, SH, SW, (KH - 1) * DH,
                                        (KW - 1) * DW, -pad_t, -pad_l, H_out, W_out)
-    _nhwc_conv_tile(acc, x_ptr + n.to(tl.int64) * sxn, ic * sxc, 0, 1, sxh, sxw, oh * SH - pad_t,
-                    H, ow * SW - pad_l, W, wt_ptr + oc, C_out, c_ok, rows_in & cols_in,
-                    oc0 + BLOCK_C <= C_out, y_ptr + n.to(tl.int64) * syn, syh, syw, syc, oh,
-                    H_out, ow, W_out, oc, b_ptr, KH, KW, DH, DW, False, HAS_BIAS)
+    todo = True
+    if FIXUP:
+        todo = _nonfinite_nhwc_tile(y_ptr + n.to(tl.int64) * syn, oh, ow, H_out, W_out, syh, syw,
+                                    oc, syc, c_ok)
+    if todo:
+        _nhwc_conv_tile(acc, x_ptr + n.to(tl.int64) * sxn, ic * sxc, 0, 1, sxh, sxw,
+                        oh * SH - pad_t, H, ow * SW - pad_l, W, wt_ptr + oc, C_out, c_ok,
+                        rows_in & cols_in, oc0 + BLOCK_C <= C_out, y_ptr + n.to(tl.int64) * syn,
+                        syh, syw, syc, oh, H_out, ow, W_out, oc, b_ptr, KH, KW, DH, DW, False,
+                        HAS_BIAS)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -494,32 +523,36 @@ def _dw_bwd_in_nchw_kernel(
     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     DH: tl.constexpr, DW: tl.constexpr,
     ACC_F64: tl.constexpr, INT64: tl.constexpr,
-    BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+    BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, FIXUP: tl.constexpr,
 ):
     n, ic, ih, iw, ih0, iw0 = _nchw_tile(tl.program_id(0), C_in, H, W, BLOCK_H, BLOCK_W, INT64)
     acc = _zeros_2d(BLOCK_H, BLOCK_W, ACC_F64)
     go_base = go_ptr + n.to(tl.int64) * sgn + (ic * M).to(tl.int64) * sgc
     gi_base = gi_ptr + n.to(tl.int64) * sin + ic.to(tl.int64) * sic
-    if SH == 1 and SW == 1:
-        # stride 1: the forward with flipped taps over grad_output rows ih + pad_t - kh * DH
-        if INT64:
-            ih0 = ih0.to(tl.int64)
-            iw0 = iw0.to(tl.int64)
-        off_h = pad_t - (KH - 1) * DH
-        off_w = pad_l - (KW - 1) * DW
-        rows_in, cols_in = _nchw_window_in(ih0, iw0, H_out, W_out, BLOCK_H, BLOCK_W, 1, 1,
-                                           (KH - 1) * DH, (KW - 1) * DW, off_h, off_w, H, W)
-        _nchw_conv_tile(acc, go_base, sgc, M, sgh, sgw, ih + off_h, H_out, iw + off_w, W_out,
-                        w_ptr + ic * M * (KH * KW), rows_in, cols_in, gi_base, sih, siw, ih, H,
-                        iw, W, w_ptr, ic, KH, KW, DH, DW, True, False)
-    else:
-        ih_p = ih + pad_t
-        iw_p = iw + pad_l
-        for mm in range(M):
-            oc = ic * M + mm
-            acc = _bwd_in_nchw_taps(acc, go_base + mm * sgc, ih_p, iw_p, H_out, W_out, sgh, sgw,
-                                    w_ptr + oc * (KH * KW), KH, KW, SH, SW, DH, DW)
-        _store_nchw_tile(gi_base, acc, ih, iw, H, W, sih, siw)
+    todo = True
+    if FIXUP:
+        todo = _nonfinite_nchw_tile(gi_base, ih, iw, H, W, sih, siw)
+    if todo:
+        if SH == 1 and SW == 1:
+            # stride 1: the forward with flipped taps over grad_output rows ih + pad_t - kh * DH
+            if INT64:
+                ih0 = ih0.to(tl.int64)
+                iw0 = iw0.to(tl.int64)
+            off_h = pad_t - (KH - 1) * DH
+            off_w = pad_l - (KW - 1) * DW
+            rows_in, cols_in = _nchw_window_in(ih0, iw0, H_out, W_out, BLOCK_H, BLOCK_W, 1, 1,
+                                               (KH - 1) * DH, (KW - 1) * DW, off_h, off_w, H, W)
+            _nchw_conv_tile(acc, go_base, sgc, M, sgh, sgw, ih + off_h, H_out, iw + off_w, W_out,
+                            w_ptr + ic * M * (KH * KW), rows_in, cols_in, gi_base, sih, siw, ih, H,
+                            iw, W, w_ptr, ic, KH, KW, DH, DW, True, False)
+        else:
+            ih_p = ih + pad_t
+            iw_p = iw + pad_l
+            for mm in range(M):
+                oc = ic * M + mm
+                acc = _bwd_in_nchw_taps(acc, go_base + mm * sgc, ih_p, iw_p, H_out, W_out, sgh, sgw,
+                                        w_ptr + oc * (KH * KW), KH, KW, SH, SW, DH, DW)
+            _store_nchw_tile(gi_base, acc, ih, iw, H, W, sih, siw)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -572,37 +605,42 @@ def _dw_bwd_in_nhwc_kernel(
     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     DH: tl.constexpr, DW: tl.constexpr,
     ACC_F64: tl.constexpr, INT64: tl.constexpr,
-    TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_C: tl.constexpr,
+    TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_C: tl.constexpr, FIXUP: tl.constexpr,
 ):
     n, ih, iw, ic, c_ok, ih0, iw0, ic0 = _nhwc_tile(tl.program_id(0), C_in, H, W, TILE_H, TILE_W,
                                                     BLOCK_C, INT64)
     C_out = C_in * M
     acc = _zeros_2d(TILE_H * TILE_W, BLOCK_C, ACC_F64)
     go_base = go_ptr + n.to(tl.int64) * sgn
-    if SH == 1 and SW == 1:
-        # stride 1: the forward with flipped taps over grad_output pixels ih + pad_t - kh * DH
-        off_h = pad_t - (KH - 1) * DH
-        off_w = pad_l - (KW - 1) * DW
-        rows_in, cols_in = _nchw_window_in(ih0, iw0, H_out, W_out, TILE_H, TILE_W, 1, 1,
-                                           (KH - 1) * DH, (KW - 1) * DW, off_h, off_w, H, W)
-        _nhwc_conv_tile(acc, go_base, (ic * M) * sgc, sgc, M, sgh, sgw, ih + off_h, H_out,
-                        iw + off_w, W_out, wt_ptr + ic * M, C_out, c_ok, rows_in & cols_in,
-                        ic0 + BLOCK_C <= C_in, gi_ptr + n.to(tl.int64) * sin, sih, siw, sic, ih,
-                        H, iw, W, ic, wt_ptr, KH, KW, DH, DW, True, False)
-    else:
-        ih_p = ih + pad_t
-        iw_p = iw + pad_l
-        # m = 0 peeled: with M == 1 (specialised) the channel offsets stay provably contiguous
-        # and aligned, so the loads vectorise.
-        oc = ic * M
-        acc = _bwd_in_nhwc_taps(acc, go_base, ih_p, iw_p, H_out, W_out, sgh, sgw, oc * sgc, c_ok,
-                                wt_ptr, oc, C_out, KH, KW, SH, SW, DH, DW)
-        for mm in range(1, M):
-            oc = ic * M + mm
-            acc = _bwd_in_nhwc_taps(acc, go_base, ih_p, iw_p, H_out, W_out, sgh, sgw, oc * sgc,
-                                    c_ok, wt_ptr, oc, C_out, KH, KW, SH, SW, DH, DW)
-        _store_nhwc_tile(gi_ptr + n.to(tl.int64) * sin, acc, ih, iw, H, W, sih, siw, ic, sic,
-                         c_ok)
+    todo = True
+    if FIXUP:
+        todo = _nonfinite_nhwc_tile(gi_ptr + n.to(tl.int64) * sin, ih, iw, H, W, sih, siw, ic, sic,
+                                    c_ok)
+    if todo:
+        if SH == 1 and SW == 1:
+            # stride 1: the forward with flipped taps over grad_output pixels ih + pad_t - kh * DH
+            off_h = pad_t - (KH - 1) * DH
+            off_w = pad_l - (KW - 1) * DW
+            rows_in, cols_in = _nchw_window_in(ih0, iw0, H_out, W_out, TILE_H, TILE_W, 1, 1,
+                                               (KH - 1) * DH, (KW - 1) * DW, off_h, off_w, H, W)
+            _nhwc_conv_tile(acc, go_base, (ic * M) * sgc, sgc, M, sgh, sgw, ih + off_h, H_out,
+                            iw + off_w, W_out, wt_ptr + ic * M, C_out, c_ok, rows_in & cols_in,
+                            ic0 + BLOCK_C <= C_in, gi_ptr + n.to(tl.int64) * sin, sih, siw, sic, ih,
+                            H, iw, W, ic, wt_ptr, KH, KW, DH, DW, True, False)
+        else:
+            ih_p = ih + pad_t
+            iw_p = iw + pad_l
+            # m = 0 peeled: with M == 1 (specialised) the channel offsets stay provably contiguous
+            # and aligned, so the loads vectorise.
+            oc = ic * M
+            acc = _bwd_in_nhwc_taps(acc, go_base, ih_p, iw_p, H_out, W_out, sgh, sgw, oc * sgc, c_ok,
+                                    wt_ptr, oc, C_out, KH, KW, SH, SW, DH, DW)
+            for mm in range(1, M):
+                oc = ic * M + mm
+                acc = _bwd_in_nhwc_taps(acc, go_base, ih_p, iw_p, H_out, W_out, sgh, sgw, oc * sgc,
+                                        c_ok, wt_ptr, oc, C_out, KH, KW, SH, SW, DH, DW)
+            _store_nhwc_tile(gi_ptr + n.to(tl.int64) * sin, acc, ih, iw, H, W, sih, siw, ic, sic,
+                             c_ok)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -686,7 +724,7 @@ def _gw_tile_origin(th, tw, TH: tl.constexpr, TW: tl.constexpr, SH: tl.constexpr
 
 @triton.jit
 def _dw_bwd_w_nchw_kernel(
-    go_ptr, x_ptr, ws_ptr, bws_ptr,
+    go_ptr, x_ptr, ws_ptr, bws_ptr, fix_ptr,
     C_out, M, H, W, H_out, W_out,
     sgn, sgc, sgh, sgw,
     sxn, sxc, sxh, sxw,
@@ -694,13 +732,15 @@ def _dw_bwd_w_nchw_kernel(
     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     DH: tl.constexpr, DW: tl.constexpr,
     COMPUTE_BIAS: tl.constexpr, ACC_F64: tl.constexpr, INT64: tl.constexpr,
-    BH: tl.constexpr, BW: tl.constexpr, KR: tl.constexpr,
+    BH: tl.constexpr, BW: tl.constexpr, KR: tl.constexpr, FIXUP: tl.constexpr,
 ):
     pid = tl.program_id(0)
     chunk, oc = _udiv(pid, C_out)
     ic = oc // M
     t0 = chunk * per_chunk
     t1 = tl.minimum(t0 + per_chunk, total)
+    if FIXUP:  # only the channels whose tensor-core result is not finite (fix_ptr[oc] != 0)
+        t1 = tl.where(tl.load(fix_ptr + oc) != 0, t1, t0)
     n0, rem = _udiv(t0, tiles_h * tiles_w)
     th0, tw0 = _udiv(rem, tiles_w)
 
@@ -793,7 +833,7 @@ def _gw_nhwc_taps(accs, p, g, s_h, s_w, rows, LIM_H, cols, LIM_W, o_ok, c_ok, i0
 
 @triton.jit
 def _dw_bwd_w_nhwc_kernel(
-    go_ptr, x_ptr, ws_ptr, bws_ptr,
+    go_ptr, x_ptr, ws_ptr, bws_ptr, fix_ptr,
     C_out, M, H, W, H_out, W_out,
     sgn, sgc, sgh, sgw,
     sxn, sxc, sxh, sxw,
@@ -802,6 +842,7 @@ def _dw_bwd_w_nhwc_kernel(
     DH: tl.constexpr, DW: tl.constexpr,
     COMPUTE_BIAS: tl.constexpr, ACC_F64: tl.constexpr, INT64: tl.constexpr,
     TH: tl.constexpr, TW: tl.constexpr, BLOCK_C: tl.constexpr, KR: tl.constexpr,
+    FIXUP: tl.constexpr,
 ):
     pid = tl.program_id(0)
     chunk, cb = _udiv(pid, tl.cdiv(C_out, BLOCK_C))
@@ -813,6 +854,8 @@ def _dw_bwd_w_nhwc_kernel(
     oc = cb * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = oc < C_out
     ch_full = cb * BLOCK_C + BLOCK_C <= C_out
+    if FIXUP:  # only the channel blocks holding a channel whose tensor-core result is not finite
+        t1 = tl.where(tl.max(tl.load(fix_ptr + oc, mask=c_ok, other=0)) != 0, t1, t0)
     ic = oc // M
     q = tl.arange(0, TH * TW)
     dr = q // TW
@@ -1065,9 +1108,12 @@ def _triton_depthwise_conv2d(input: torch.Tensor, weight: torch.Tensor,
     y, cl = _alloc_like_format((N, C_out, H_out, W_out), input, input.dtype)
     if y.numel() == 0 or _is_fake(y):
         return y
+    fixup = False
     tc = _tensor_core_path()
     if tc.applies(input.dtype, (KH, KW), stride, dilation, input, y):
-        return tc.forward(input, weight, bias, stride, padding, dilation, y)
+        y = tc.forward(input, weight, bias, stride, padding, dilation, y)
+        fixup = True  # then the direct kernel recomputes the tiles the band GEMMs left non-finite
+        cl = suggest_memory_format(y) == torch.channels_last
     has_bias = bias is not None
     int64 = _needs_int64(input, y)
     acc64 = input.dtype == torch.float64
@@ -1094,7 +1140,7 @@ def _triton_depthwise_conv2d(input: torch.Tensor, weight: torch.Tensor,
         *input.stride(), *y.stride(),
         pt, pl,
         KH=KH, KW=KW, SH=SH, SW=SW, DH=DH, DW=DW,
-        HAS_BIAS=has_bias, ACC_F64=acc64, INT64=int64,
+        HAS_BIAS=has_bias, ACC_F64=acc64, INT64=int64, FIXUP=fixup,
     )
     return y
 
@@ -1125,9 +1171,12 @@ def _triton_depthwise_conv2d_backward_input(grad_output: torch.Tensor, weight: t
         return gi
     if grad_output.numel() == 0:
         return gi.zero_()
+    fixup = False
     tc = _tensor_core_path()
     if tc.applies(grad_output.dtype, (KH, KW), stride, dilation, grad_output, gi):
-        return tc.backward_input(grad_output, weight, stride, padding, dilation, gi)
+        gi = tc.backward_input(grad_output, weight, stride, padding, dilation, gi)
+        fixup = True  # then the direct kernel recomputes the tiles the band GEMMs left non-finite
+        cl = suggest_memory_format(gi) == torch.channels_last
     int64 = _needs_int64(grad_output, gi)
     acc64 = grad_output.dtype == torch.float64
     if cl:
@@ -1150,7 +1199,7 @@ def _triton_depthwise_conv2d_backward_input(grad_output: torch.Tensor, weight: t
         *grad_output.stride(), *gi.stride(),
         pt, pl,
         KH=KH, KW=KW, SH=SH, SW=SW, DH=DH, DW=DW,
-        ACC_F64=acc64, INT64=int64,
+        ACC_F64=acc64, INT64=int64, FIXUP=fixup,
     )
     return gi
 
@@ -1185,10 +1234,14 @@ def _triton_depthwise_conv2d_backward_weight(grad_output: torch.Tensor, input: t
         gb = (torch.zeros((C_out,), dtype=dtype, device=dev) if compute_bias
               else torch.empty((0,), dtype=dtype, device=dev))
         return gw, gb
+    fix = None
     tc = _tensor_core_path()
     if tc.applies(dtype, (KH, KW), stride, dilation, grad_output, input):
-        return tc.backward_weight(grad_output, input, kernel_size, stride, padding, dilation,
-                                  compute_bias)
+        gw_tc, gb_tc = tc.backward_weight(grad_output, input, kernel_size, stride, padding,
+                                          dilation, compute_bias)
+        # The band GEMMs multiply padding and zero-extended columns (0 * NaN): the channels whose
+        # result is not finite are recomputed by the direct kernel (no host sync: a device mask).
+        fix = (~torch.isfinite(gw_tc.view(C_out, KK))).any(1).to(torch.int32)
     acc64 = dtype == torch.float64
     ws_dtype = torch.float64 if acc64 else torch.float32
     int64 = _needs_int64(grad_output, input)
@@ -1225,13 +1278,16 @@ def _triton_depthwise_conv2d_backward_weight(grad_output: torch.Tensor, input: t
         def grid(meta):
             return (C_out * n_chunks,)
     bws = torch.empty((n_chunks, C_out) if compute_bias else (1,), dtype=ws_dtype, device=dev)
+    if fix is not None:
+        ws.zero_()
     _launcher(kern)[grid](
-        grad_output, input, ws, bws,
+        grad_output, input, ws, bws, fix if fix is not None else ws,
         C_out, M, H, W, H_out, W_out,
         *grad_output.stride(), *input.stride(),
         pt, pl, tiles_h, tiles_w, total, per_chunk,
         KH=KH, KW=KW, SH=SH, SW=SW, DH=DH, DW=DW,
-        COMPUTE_BIAS=compute_bias, ACC_F64=acc64, INT64=int64, **tile,
+        COMPUTE_BIAS=compute_bias and fix is None, ACC_F64=acc64, INT64=int64, FIXUP=fix is not None,
+        **tile,
     )
     # Fixed-order reduction of the per-chunk partials (deterministic).
     if cl:
@@ -1239,6 +1295,8 @@ def _triton_depthwise_conv2d_backward_weight(grad_output: torch.Tensor, input: t
     else:
         gw = ws.sum(0)
     gw = gw.to(dtype).reshape(C_out, 1, KH, KW).contiguous()
+    if fix is not None:
+        return torch.where(fix.view(C_out, 1, 1, 1) != 0, gw, gw_tc), gb_tc
     if compute_bias:
         gb = bws.sum(0).to(dtype)
     else:

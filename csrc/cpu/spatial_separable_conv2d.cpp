@@ -141,6 +141,17 @@ DepthwiseConv2dParams ss_params(const at::Tensor& input, const at::Tensor& wv, c
   return p;
 }
 
+// Channels innermost (channels_last and the like): the channel-block kernels.
+bool ss_channels_inner(const at::Tensor& input) { return input.size(1) > 1 && input.stride(1) == 1; }
+
+template <typename acc_t>
+std::vector<acc_t> ss_transpose(const std::vector<acc_t>& v, int64_t rows, int64_t cols) {
+  std::vector<acc_t> t(v.size());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t k = 0; k < cols; ++k) t[k * rows + r] = v[r * cols + k];
+  return t;
+}
+
 template <typename acc_t, typename scalar_t>
 std::vector<acc_t> ss_load(const at::Tensor& t, int64_t rows, int64_t cols, int64_t row_stride, int64_t col_stride) {
   std::vector<acc_t> v(rows * cols);
@@ -170,8 +181,15 @@ at::Tensor spatial_separable_conv2d_cpu(const at::Tensor& input, const at::Tenso
     std::vector<acc_t> bvv, bhv;
     if (has(bv)) bvv = ss_load<acc_t, scalar_t>(*bv, C, 1, bv->stride(0), 0);
     if (has(bh)) bhv = ss_load<acc_t, scalar_t>(*bh, C, 1, bh->stride(0), 0);
-    CONVEXT_SS_CALL(ss_forward, g, input.const_data_ptr<scalar_t>(), wvv.data(), has(bv) ? bvv.data() : nullptr,
-                    whv.data(), has(bh) ? bhv.data() : nullptr, out.mutable_data_ptr<scalar_t>());
+    if (ss_channels_inner(input)) {
+      const auto wvT = ss_transpose(wvv, C, KH), whT = ss_transpose(whv, C, KW);
+      CONVEXT_SS_CALL(ss_forward_cl, g, input.const_data_ptr<scalar_t>(), wvT.data(),
+                      has(bv) ? bvv.data() : nullptr, whT.data(), has(bh) ? bhv.data() : nullptr,
+                      out.mutable_data_ptr<scalar_t>());
+    } else {
+      CONVEXT_SS_CALL(ss_forward, g, input.const_data_ptr<scalar_t>(), wvv.data(), has(bv) ? bvv.data() : nullptr,
+                      whv.data(), has(bh) ? bhv.data() : nullptr, out.mutable_data_ptr<scalar_t>());
+    }
   });
   return out;
 }
@@ -214,7 +232,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> spatial_s
       set_strides(gxs, g_in);
       gx = g_in.mutable_data_ptr<scalar_t>();
     }
-    if (N > 0 && (gx || any_param)) {
+    if (N > 0 && (gx || any_param) && ss_channels_inner(input)) {
+      const auto wvT = ss_transpose(wvv, C, KH), whT = ss_transpose(whv, C, KW);
+      CONVEXT_SS_CALL(ss_backward_cl, g, grad_output.const_data_ptr<scalar_t>(), input.const_data_ptr<scalar_t>(),
+                      wvT.data(), has(bv) ? bvv.data() : nullptr, whT.data(), gx, gxs,
+                      any_param ? part.data() : nullptr, want_wh, want_wv || want_bv);
+    } else if (N > 0 && (gx || any_param)) {
       CONVEXT_SS_CALL(ss_backward, g, grad_output.const_data_ptr<scalar_t>(), input.const_data_ptr<scalar_t>(),
                       wvv.data(), has(bv) ? bvv.data() : nullptr, whv.data(), gx, gxs,
                       any_param ? part.data() : nullptr, want_wh, want_wv || want_bv);

@@ -217,3 +217,209 @@ void ss_backward(const SSGeometry& g, const scalar_t* go, const scalar_t* x, con
     }
   });
 }
+
+// ------------------------------------------------------------------ channels innermost
+// Inputs whose channel stride is 1 (channels_last): the same algorithm on blocks of channels, every
+// buffer [columns][channels] so the inner loops run over contiguous channels. wvT: (KH, C*M) and
+// whT: (KW, C*M) acc_t (taps-major). Forward: one task per (image, output row, channel block).
+template <typename scalar_t, typename acc_t>
+void ss_forward_cl(const SSGeometry& g, const scalar_t* x, const acc_t* wvT, const acc_t* bv, const acc_t* whT,
+                   const acc_t* bh, scalar_t* y) {
+  const auto& p = g.p;
+  const int64_t KH = p.kernel_h, KW = p.kernel_w, H = p.in_h, W = p.in_w, Ho = p.out_h, Wo = p.out_w;
+  const int64_t Cy = p.out_channels, M = p.multiplier;
+  const auto is = p.in_strides;
+  const auto os = p.out_strides;
+  const int64_t CB = std::min<int64_t>(Cy, 64), nb = (Cy + CB - 1) / CB;
+  const int64_t item_work = CB * (KH * W + KW * Wo + W + Wo);
+  at::parallel_for(0, p.batch * Ho * nb, ss_grain(item_work), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> z(W * CB), acc(CB);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t cb = item % nb, i = (item / nb) % Ho, n = item / (nb * Ho);
+      const int64_t oc0 = cb * CB, nc = std::min(CB, Cy - oc0);
+      for (int64_t j = 0; j < W; ++j)
+        for (int64_t k = 0; k < nc; ++k) z[j * CB + k] = bv ? bv[oc0 + k] : acc_t(0);
+      for (int64_t a = 0; a < KH; ++a) {
+        const int64_t r = i * p.stride_h - p.pad_top + a * p.dilation_h;
+        if (r < 0 || r >= H) continue;
+        const scalar_t* xr = x + n * is[0] + r * is[2];
+        const acc_t* __restrict__ w = wvT + a * Cy + oc0;
+        for (int64_t j = 0; j < W; ++j) {
+          const scalar_t* __restrict__ xp = xr + j * is[3];
+          acc_t* __restrict__ zz = z.data() + j * CB;
+          if (M == 1 && is[1] == 1) {
+            for (int64_t k = 0; k < nc; ++k) zz[k] += w[k] * static_cast<acc_t>(xp[oc0 + k]);
+          } else {
+            for (int64_t k = 0; k < nc; ++k) zz[k] += w[k] * static_cast<acc_t>(xp[((oc0 + k) / M) * is[1]]);
+          }
+        }
+      }
+      for (int64_t q = 0; q < Wo; ++q) {
+        acc_t* __restrict__ ac = acc.data();
+        for (int64_t k = 0; k < nc; ++k) ac[k] = bh ? bh[oc0 + k] : acc_t(0);
+        for (int64_t b = 0; b < KW; ++b) {
+          const int64_t j = q * p.stride_w - p.pad_left + b * p.dilation_w;
+          if (j < 0 || j >= W) continue;  // padded column: skipped, never 0 * w
+          const acc_t* __restrict__ w = whT + b * Cy + oc0;
+          const acc_t* __restrict__ zz = z.data() + j * CB;
+          for (int64_t k = 0; k < nc; ++k) ac[k] += w[k] * zz[k];
+        }
+        scalar_t* yq = y + n * os[0] + i * os[2] + q * os[3] + oc0 * os[1];
+        if (os[1] == 1) {
+          for (int64_t k = 0; k < nc; ++k) yq[k] = static_cast<scalar_t>(ac[k]);
+        } else {
+          for (int64_t k = 0; k < nc; ++k) yq[k * os[1]] = static_cast<scalar_t>(ac[k]);
+        }
+      }
+    }
+  });
+}
+
+// Backward with channels innermost: one task per (image, block of input channels), rows in order
+// (grad_input rows are shared by neighbouring output rows; a block's are its own). Same slots as
+// ss_backward.
+template <typename scalar_t, typename acc_t, bool kOneM>
+void ss_backward_cl_m(const SSGeometry& g, const scalar_t* go, const scalar_t* x, const acc_t* wvT, const acc_t* bv,
+                      const acc_t* whT, scalar_t* gx, std::array<int64_t, 4> gx_strides, acc_t* part, bool need_h,
+                      bool need_v) {
+  const auto& p = g.p;
+  const int64_t KH = p.kernel_h, KW = p.kernel_w, H = p.in_h, W = p.in_w, Ho = p.out_h, Wo = p.out_w;
+  const int64_t C = p.in_channels, Cy = p.out_channels, M = kOneM ? 1 : p.multiplier;
+  const int64_t S = KH + KW + 2;
+  const auto is = p.in_strides;
+  const auto gs = p.out_strides;
+  const bool need_gz = gx != nullptr || need_v;
+  const bool need_x = need_h || need_v;
+  const int64_t CBi = std::min<int64_t>(C, std::max<int64_t>(1, 32 / M)), nb = (C + CBi - 1) / CBi;
+  const int64_t CBo = CBi * M;
+  const int64_t item_work = CBo * Ho * (2 * KH * W + 2 * KW * Wo + 2 * W) + CBi * H * W;
+  at::parallel_for(0, p.batch * nb, ss_grain(item_work), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> gxacc(gx ? H * W * CBi : 0), z(need_h ? W * CBo : 0), gz(need_gz ? W * CBo : 0),
+        gr(Wo * CBo), xr(W * CBi), dots(CBo);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t cb = item % nb, n = item / nb;
+      const int64_t c0 = cb * CBi, nci = std::min(CBi, C - c0), oc0 = c0 * M, nco = nci * M;
+      std::fill(gxacc.begin(), gxacc.end(), acc_t(0));
+      acc_t* slots = part ? part + (n * Cy + oc0) * S : nullptr;  // slot of oc0 + k at slots + k * S
+      if (slots) std::fill(slots, slots + nco * S, acc_t(0));
+      for (int64_t i = 0; i < Ho; ++i) {
+        for (int64_t q = 0; q < Wo; ++q) {
+          const scalar_t* src = go + n * gs[0] + i * gs[2] + q * gs[3] + oc0 * gs[1];
+          for (int64_t k = 0; k < nco; ++k) gr[q * CBo + k] = static_cast<acc_t>(src[k * gs[1]]);
+        }
+        if (slots) {
+          for (int64_t k = 0; k < nco; ++k) {
+            acc_t s = 0;
+            for (int64_t q = 0; q < Wo; ++q) s += gr[q * CBo + k];
+            slots[k * S + KH + KW + 1] += s;
+          }
+        }
+        if (need_gz) {
+          std::fill(gz.begin(), gz.end(), acc_t(0));
+          for (int64_t b = 0; b < KW; ++b) {
+            const TapRange& t = g.h_ranges[b];
+            const acc_t* __restrict__ w = whT + b * Cy + oc0;
+            for (int64_t q = t.lo; q < t.hi; ++q) {
+              acc_t* __restrict__ gzz = gz.data() + (q * p.stride_w + t.off) * CBo;
+              const acc_t* __restrict__ gq = gr.data() + q * CBo;
+              for (int64_t k = 0; k < nco; ++k) gzz[k] += w[k] * gq[k];
+            }
+          }
+          if (need_v) {
+            for (int64_t k = 0; k < nco; ++k) {
+              acc_t s = 0;
+              for (int64_t j = 0; j < W; ++j) s += gz[j * CBo + k];
+              slots[k * S + KH + KW] += s;
+            }
+          }
+        }
+        if (need_h) {
+          for (int64_t j = 0; j < W; ++j)
+            for (int64_t k = 0; k < nco; ++k) z[j * CBo + k] = bv ? bv[oc0 + k] : acc_t(0);
+        }
+        for (int64_t a = 0; a < KH; ++a) {
+          const int64_t r = i * p.stride_h - p.pad_top + a * p.dilation_h;
+          if (r < 0 || r >= H) continue;
+          const acc_t* __restrict__ w = wvT + a * Cy + oc0;
+          if (need_x) {
+            for (int64_t j = 0; j < W; ++j) {
+              const scalar_t* src = x + n * is[0] + r * is[2] + j * is[3] + c0 * is[1];
+              for (int64_t kk = 0; kk < nci; ++kk) xr[j * CBi + kk] = static_cast<acc_t>(src[kk * is[1]]);
+            }
+            if (need_h) {
+              for (int64_t j = 0; j < W; ++j) {
+                acc_t* __restrict__ zz = z.data() + j * CBo;
+                const acc_t* __restrict__ xx = xr.data() + j * CBi;
+                if constexpr (kOneM) {
+                  for (int64_t k = 0; k < nco; ++k) zz[k] += w[k] * xx[k];
+                } else {
+                  for (int64_t k = 0; k < nco; ++k) zz[k] += w[k] * xx[k / M];
+                }
+              }
+            }
+            if (need_v) {
+              std::fill(dots.begin(), dots.end(), acc_t(0));
+              for (int64_t j = 0; j < W; ++j) {
+                const acc_t* __restrict__ gzz = gz.data() + j * CBo;
+                const acc_t* __restrict__ xx = xr.data() + j * CBi;
+                if constexpr (kOneM) {
+                  for (int64_t k = 0; k < nco; ++k) dots[k] += gzz[k] * xx[k];
+                } else {
+                  for (int64_t k = 0; k < nco; ++k) dots[k] += gzz[k] * xx[k / M];
+                }
+              }
+              for (int64_t k = 0; k < nco; ++k) slots[k * S + a] += dots[k];
+            }
+          }
+          if (gx) {
+            for (int64_t j = 0; j < W; ++j) {
+              acc_t* __restrict__ gxa = gxacc.data() + (r * W + j) * CBi;
+              const acc_t* __restrict__ gzz = gz.data() + j * CBo;
+              if constexpr (kOneM) {
+                for (int64_t kk = 0; kk < nci; ++kk) gxa[kk] += w[kk] * gzz[kk];
+              } else {
+                for (int64_t kk = 0; kk < nci; ++kk) {
+                  acc_t s = 0;
+                  for (int64_t m = 0; m < M; ++m) s += w[kk * M + m] * gzz[kk * M + m];
+                  gxa[kk] += s;
+                }
+              }
+            }
+          }
+        }
+        if (need_h) {
+          for (int64_t b = 0; b < KW; ++b) {
+            const TapRange& t = g.h_ranges[b];
+            std::fill(dots.begin(), dots.end(), acc_t(0));
+            for (int64_t q = t.lo; q < t.hi; ++q) {
+              const acc_t* __restrict__ zz = z.data() + (q * p.stride_w + t.off) * CBo;
+              const acc_t* __restrict__ gq = gr.data() + q * CBo;
+              for (int64_t k = 0; k < nco; ++k) dots[k] += gq[k] * zz[k];
+            }
+            for (int64_t k = 0; k < nco; ++k) slots[k * S + KH + b] += dots[k];
+          }
+        }
+      }
+      if (gx) {
+        for (int64_t r = 0; r < H; ++r) {
+          for (int64_t j = 0; j < W; ++j) {
+            scalar_t* dst = gx + n * gx_strides[0] + r * gx_strides[2] + j * gx_strides[3] + c0 * gx_strides[1];
+            const acc_t* src = gxacc.data() + (r * W + j) * CBi;
+            for (int64_t kk = 0; kk < nci; ++kk) dst[kk * gx_strides[1]] = static_cast<scalar_t>(src[kk]);
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename scalar_t, typename acc_t>
+void ss_backward_cl(const SSGeometry& g, const scalar_t* go, const scalar_t* x, const acc_t* wvT, const acc_t* bv,
+                    const acc_t* whT, scalar_t* gx, std::array<int64_t, 4> gx_strides, acc_t* part, bool need_h,
+                    bool need_v) {
+  if (g.p.multiplier == 1) {
+    ss_backward_cl_m<scalar_t, acc_t, true>(g, go, x, wvT, bv, whT, gx, gx_strides, part, need_h, need_v);
+  } else {
+    ss_backward_cl_m<scalar_t, acc_t, false>(g, go, x, wvT, bv, whT, gx, gx_strides, part, need_h, need_v);
+  }
+}

@@ -8,6 +8,7 @@
 // family, else the planar family, which reads through the strides. The two fast families are off
 // with CONVEXT_DISABLE_FAST_PATHS=1.
 #include "cuda/depthwise_conv2d_backward_weight.cuh"
+#include "cuda/depthwise_conv2d_nonfinite.cuh"
 
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -33,8 +34,8 @@ bool cl_eligible(const at::Tensor& x, const at::Tensor& go, const DepthwiseConv2
 }
 
 template <typename scalar_t>
-void dispatch(const at::Tensor& x, const at::Tensor& go, const DepthwiseConv2dParams& p, at::Tensor& gw,
-              at::Tensor& gb, bool compute_bias, cudaStream_t stream) {
+void run_families(const at::Tensor& x, const at::Tensor& go, const DepthwiseConv2dParams& p, at::Tensor& gw,
+                  at::Tensor& gb, bool compute_bias, cudaStream_t stream) {
   if (try_tensor_core_weight<scalar_t>(x, go, p, gw, gb, compute_bias, stream)) return;
   if (cl_eligible<scalar_t>(x, go, p)) {
     if (run_bwd_weight_cl_fast<scalar_t>(x, go, p, gw, gb, compute_bias, stream)) return;
@@ -43,6 +44,36 @@ void dispatch(const at::Tensor& x, const at::Tensor& go, const DepthwiseConv2dPa
   }
   if (run_bwd_weight_planar_fast<scalar_t>(x, go, p, gw, gb, compute_bias, stream)) return;
   run_bwd_weight_planar<scalar_t>(x, go, p, gw, gb, compute_bias, stream);
+}
+
+// Every family multiplies zero-filled padding / zero-extended rows (0 * NaN): the non-finite
+// grad_weight entries are then recomputed exactly (depthwise_conv2d_nonfinite.cuh; a block per
+// entry that returns at once when it is finite).
+template <typename scalar_t>
+void dispatch(const at::Tensor& x, const at::Tensor& go, const DepthwiseConv2dParams& p, at::Tensor& gw,
+              at::Tensor& gb, bool compute_bias, cudaStream_t stream) {
+  run_families<scalar_t>(x, go, p, gw, gb, compute_bias, stream);
+  GwFixArgs g;
+  g.N = p.batch;
+  g.C_out = p.out_channels;
+  g.M = p.multiplier;
+  g.H = p.in_h;
+  g.W = p.in_w;
+  g.Ho = p.out_h;
+  g.Wo = p.out_w;
+  g.KH = p.kernel_h;
+  g.KW = p.kernel_w;
+  g.sh = p.stride_h;
+  g.sw = p.stride_w;
+  g.dh = p.dilation_h;
+  g.dw = p.dilation_w;
+  g.pt = p.pad_top;
+  g.pl = p.pad_left;
+  for (int d = 0; d < 4; ++d) {
+    g.xs[d] = x.stride(d);
+    g.gs[d] = go.stride(d);
+  }
+  launch_gw_nonfinite_fixup<scalar_t>(x, go, gw, g, stream);
 }
 
 std::tuple<at::Tensor, at::Tensor> depthwise_conv2d_backward_weight_cuda(

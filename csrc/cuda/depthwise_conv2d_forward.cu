@@ -20,6 +20,7 @@
 //  * generic: every other shape, and float64.
 #include "cuda/depthwise_conv2d_common.cuh"
 #include "cuda/depthwise_conv2d_forward.cuh"
+#include "cuda/depthwise_conv2d_nonfinite.cuh"
 #include "depthwise_conv2d.h"
 
 #include <ATen/cuda/CUDAContext.h>
@@ -29,6 +30,21 @@ namespace convext {
 namespace cuda {
 namespace {
 
+// The fast families (all but gather and generic) multiply zero-filled padding by the weights:
+// with a non-finite weight their non-finite results are recomputed exactly
+// (depthwise_conv2d_nonfinite.cuh; gated on a device flag, no host sync).
+template <typename T>
+bool run_fast_family(const CorrArgs& a, bool dst_cl, cudaStream_t stream) {
+  if (a.gather || a.sh != a.sw || (a.sh != 1 && a.sh != 2)) return false;
+  if (dst_cl) {
+    if (!engine_nhwc_vec_ok(a, 4, sizeof(T))) return false;
+    if (fast_path_enabled(kFpNhwc2) && run_fwd_nhwc2<T>(a, stream)) return true;
+    return run_fwd_nhwc<T>(a, stream);
+  }
+  if (fast_path_enabled(kFpColstrip) && run_fwd_colstrip<T>(a, stream)) return true;
+  return run_fwd_tile<T>(a, stream);
+}
+
 // Tried in order; the first family that covers the shape runs. Every family but generic is
 // specialised for fp32 / fp16 / bf16 only.
 template <typename T>
@@ -36,17 +52,13 @@ void run_engine_typed(const at::Tensor& src, const at::Tensor& dst, const CorrAr
   const bool dst_cl = dst.suggest_memory_format() == at::MemoryFormat::ChannelsLast && a.C_dst > 1;
   if constexpr (!std::is_same_v<T, double>) {
     if (a.gather && fast_path_enabled(kFpGather) && run_fwd_gather<T>(a, dst_cl, stream)) return;
-    if (!a.gather && try_tensor_core<T>(src, dst, a, stream)) return;
-    if (!a.gather && a.sh == a.sw && (a.sh == 1 || a.sh == 2)) {
-      if (dst_cl) {
-        if (engine_nhwc_vec_ok(a, 4, sizeof(T))) {
-          if (fast_path_enabled(kFpNhwc2) && run_fwd_nhwc2<T>(a, stream)) return;
-          if (run_fwd_nhwc<T>(a, stream)) return;
-        }
-      } else {
-        if (fast_path_enabled(kFpColstrip) && run_fwd_colstrip<T>(a, stream)) return;
-        if (run_fwd_tile<T>(a, stream)) return;
-      }
+    if (!a.gather && try_tensor_core<T>(src, dst, a, stream)) {
+      launch_nonfinite_fixup<T>(a, dst_cl, stream);  // band GEMMs: off-band and padding zeros
+      return;
+    }
+    if (run_fast_family<T>(a, dst_cl, stream)) {
+      launch_weight_gated_fixup<T>(a, dst_cl, dst, stream);
+      return;
     }
   }
   run_fwd_generic<T>(a, dst_cl, stream);

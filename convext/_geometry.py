@@ -98,8 +98,49 @@ def check_nonempty_spatial(input, spatial_dims: int, name: str = "input"):
                          f"batch size 0, as in torch)")
 
 
+_GEOMETRY_CACHE: dict = {}
+_GEOMETRY_CACHE_SIZE = 4096
+
+
+def _arg_key(v):
+    """A stride / padding / dilation argument as a cache key; TypeError (no caching) unless it is
+    exactly an int, a str or a tuple/list of ints (True == 1 must not hit an int's entry)."""
+    if type(v) is int or type(v) is str:
+        return v
+    if type(v) in (tuple, list) and all(type(e) is int for e in v):
+        return tuple(v)
+    raise TypeError("not a cacheable argument")
+
+
 def depthwise_conv2d_geometry(input, weight, bias, stride, padding, dilation, *,
                               weight_name="weight", bias_name="bias") -> ConvGeometry:
+    """The checked geometry of a depthwise conv2d call (raises naming the bad argument).
+
+    A layer calls this with the same shapes, dtypes and arguments every step, so a successful check
+    is memoised on exactly what it reads (errors are never cached); not while torch.compile traces,
+    where sizes may be symbolic.
+    """
+    key = None
+    if (type(input) is torch.Tensor and type(weight) is torch.Tensor
+            and (bias is None or type(bias) is torch.Tensor) and not torch.compiler.is_compiling()):
+        try:
+            key = (input.shape, input.dtype, input.device, weight.shape, weight.dtype, weight.device,
+                   None if bias is None else (bias.shape, bias.dtype, bias.device),
+                   _arg_key(stride), _arg_key(padding), _arg_key(dilation), weight_name, bias_name)
+            hit = _GEOMETRY_CACHE.get(key)
+        except TypeError:  # an unhashable argument: checked (and rejected) below
+            key = hit = None
+        if hit is not None:
+            return hit
+    g = _depthwise_conv2d_geometry(input, weight, bias, stride, padding, dilation, weight_name, bias_name)
+    if key is not None:
+        if len(_GEOMETRY_CACHE) >= _GEOMETRY_CACHE_SIZE:
+            _GEOMETRY_CACHE.clear()
+        _GEOMETRY_CACHE[key] = g
+    return g
+
+
+def _depthwise_conv2d_geometry(input, weight, bias, stride, padding, dilation, weight_name, bias_name):
     check_tensor(input, "input", dims=(3, 4))
     check_tensor(weight, weight_name, dims=(4,), like=input)
     check_nonempty_spatial(input, 2)

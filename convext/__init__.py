@@ -1,6 +1,6 @@
 """convext: fast depthwise, dilated and depthwise-separable convolutions for PyTorch.
 
-Public API (see API.md): depthwise_conv2d, depthwise_separable_conv2d, depthwise_conv1d,
+Public API (see docs/API.md): depthwise_conv2d, depthwise_separable_conv2d, depthwise_conv1d,
 depthwise_conv_transpose2d, backends, convert, and the layers in convext.nn.
 """
 from . import _ext  # noqa: F401  (loads convext._C if built)

@@ -25,6 +25,13 @@ import convext
 from conftest import CPU_BACKENDS, device_backend_params, interpreted
 
 DEVICE_BACKENDS = device_backend_params()
+
+
+@pytest.fixture(autouse=True)
+def _cuda_nonfinite_fixups(monkeypatch):
+    """The CUDA backend's non-finite fix-up passes are opt-in until a GPU has run them
+    (CONVEXT_CUDA_NONFINITE=1, read on every call); these tests are what checks them."""
+    monkeypatch.setenv("CONVEXT_CUDA_NONFINITE", "1")
 NAN, INF = float("nan"), float("inf")
 # (the Triton interpreter's NumPy warns about every NaN it makes: that is the point here)
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")

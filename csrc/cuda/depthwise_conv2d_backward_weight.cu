@@ -73,7 +73,7 @@ void dispatch(const at::Tensor& x, const at::Tensor& go, const DepthwiseConv2dPa
     g.xs[d] = x.stride(d);
     g.gs[d] = go.stride(d);
   }
-  launch_gw_nonfinite_fixup<scalar_t>(x, go, gw, g, stream);
+  if (cuda_nonfinite_enabled() || cuda_tc_enabled()) launch_gw_nonfinite_fixup<scalar_t>(x, go, gw, g, stream);
 }
 
 std::tuple<at::Tensor, at::Tensor> depthwise_conv2d_backward_weight_cuda(

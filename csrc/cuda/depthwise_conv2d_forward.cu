@@ -57,7 +57,7 @@ void run_engine_typed(const at::Tensor& src, const at::Tensor& dst, const CorrAr
       return;
     }
     if (run_fast_family<T>(a, dst_cl, stream)) {
-      launch_weight_gated_fixup<T>(a, dst_cl, dst, stream);
+      if (cuda_nonfinite_enabled()) launch_weight_gated_fixup<T>(a, dst_cl, dst, stream);
       return;
     }
   }

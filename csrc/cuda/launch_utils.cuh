@@ -133,6 +133,16 @@ inline bool fast_path_enabled(FastPath which) {
 // CONVEXT_CUDA_TC=1: the opt-in tensor-core path. Read on every call (a getenv beside a kernel
 // launch costs nothing measurable), so a process can time both paths: bench/depthwise_conv2d.py's
 // "convext:cuda-tc" provider sets it around its calls.
+// CONVEXT_CUDA_NONFINITE=1: the non-finite fix-up passes (depthwise_conv2d_nonfinite.cuh) after the
+// fast forward families and the grad-weight families, so NaN/inf follow F.conv2d's pattern. Opt-in
+// because no GPU has run them yet (code no GPU has run is never a default path); read on every call,
+// like CONVEXT_CUDA_TC, so a test can switch it. The opt-in tensor-core forward always runs its
+// fix-up: that whole path is opt-in already.
+inline bool cuda_nonfinite_enabled() {
+  const char* e = std::getenv("CONVEXT_CUDA_NONFINITE");
+  return e != nullptr && std::strcmp(e, "1") == 0;
+}
+
 inline bool cuda_tc_enabled() {
   const char* e = std::getenv("CONVEXT_CUDA_TC");
   return e != nullptr && std::strcmp(e, "1") == 0;

@@ -300,7 +300,7 @@ ROUTING = [
     (2, 32, 2, 29, 300, 7, 7, (1, 1), (3, 3, 3, 3), (1, 1), True),
 ]
 
-# kind: (check, backend, environment, shards on a GPU). fb: forward + grad-input sweep of
+# kind: (check, backend, environment, shards on a GPU; 20 processes with `big` and the pytest one). fb: forward + grad-input sweep of
 # bench/cuda_selfcheck_fwd_bwd_input.py; bw: grad-weight sweep of bench/cuda_selfcheck_bwd_weight.py;
 # *-tc: only large kernels (kH*kW >= 81, where the tensor-core paths run); api: the tests' random sweeps
 # (tests/test_depthwise*_conv2d.py) through the public functions and autograd, Triton and auto with
@@ -313,6 +313,9 @@ KINDS = {
     "cuda-bw-nofast": ("bw", "cuda", {"CONVEXT_DISABLE_FAST_PATHS": "1"}, 1),
     "cuda-fb-tc": ("fb", "cuda", {"CONVEXT_CUDA_TC": "1"}, 1),
     "cuda-bw-tc": ("bw", "cuda", {"CONVEXT_CUDA_TC": "1"}, 1),
+    # the opt-in non-finite fix-up passes (inf / NaN propagation as torch): must leave finite results alone
+    "cuda-fb-nonfinite": ("fb", "cuda", {"CONVEXT_CUDA_NONFINITE": "1"}, 1),
+    "cuda-bw-nonfinite": ("bw", "cuda", {"CONVEXT_CUDA_NONFINITE": "1"}, 1),
     "big": ("big", "cuda", {}, 1),
     "triton-fb": ("fb", "triton", AUTOTUNE_OFF, 3),
     "triton-bw": ("bw", "triton", AUTOTUNE_OFF, 2),
@@ -619,6 +622,8 @@ def step_correctness(out, stub, seconds, max_parallel, log, python):
     # the tests' own >= 2^31-element test (cuda and triton backends; grad-weight in float64), beside the shards
     jobs.append(("pytest-2pow31", [python, "-m", "pytest", "tests/test_depthwise_conv2d.py", "-m", "gpu", "-k",
                                    "more_than_2pow31", "-v", "-rfEs", "-p", "no:cacheprovider"], dict(os.environ)))
+    if not stub:  # every shard is sized to the step's time: all must start now (the GPU machine has 16 cores)
+        max_parallel = max(max_parallel, len(jobs))
     say(f"[correctness] {len(jobs)} processes, at most {max_parallel} at once, {seconds:.0f} s")
     rcs = run_jobs(jobs, max_parallel, deadline, log)
     summary = {}

@@ -6,7 +6,8 @@
 #      and say so
 #   1. versions, device, measured copy bandwidth; FATAL banner if convext.backends("cuda") lacks "cuda"
 #   2. correctness against float64 of every CUDA path (fast paths on, off: CONVEXT_DISABLE_FAST_PATHS=1;
-#      the opt-in CONVEXT_CUDA_TC=1 tensor-core path) and every Triton path (depthwise, tensor-core incl.
+#      the opt-in CONVEXT_CUDA_TC=1 tensor-core path and CONVEXT_CUDA_NONFINITE=1 fix-up passes) and every
+#      Triton path (depthwise, tensor-core incl.
 #      CONVEXT_TRITON_TC=force, the fused separable kernels through backend="triton" and through auto with
 #      CONVEXT_AUTO_UNVERIFIED=1), a random sweep sized to the budget; the >= 2^31-element checks; the
 #      undilated 5x5/7x7 NCHW forward routing (tools/gpu_check.py: the cases and checkers of
@@ -40,7 +41,7 @@ while [ $# -gt 0 ]; do
     --jobs) JOBS=$2; shift 2 ;;
     --dry-run) DRY=1; shift ;;
     --build) FORCE_BUILD=1; shift ;;
-    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -uo pipefail/{/^set -uo/!p}' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument $1 (see --help)"; exit 2 ;;
   esac
 done

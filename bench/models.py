@@ -207,10 +207,11 @@ def plot(rows: List[dict], device: str) -> Optional[str]:
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(models))])
         ax.set_xticklabels(models, rotation=35, ha="right", fontsize=7)
         ax.set_title(f"{mode}, {fmt}", fontsize=9)
-    axes[0][0].set_ylabel("speedup over torch.nn (median, IQR bars; hatched = noisy)")
+    axes[0][0].set_ylabel("speedup over torch.nn")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=8, frameon=False)
-    fig.suptitle(f"{harness.device_name(device)}  torch {torch.__version__}", fontsize=8, y=0.02)
+    fig.suptitle(f"{harness.device_name(device)}, torch {torch.__version__}: median of interleaved rounds, "
+                 f"bars = IQR, hatched = too noisy to rank", fontsize=8, y=0.02)
     fig.tight_layout(rect=(0, 0.04, 1, 0.92))
     path = os.path.join(harness.RESULTS_DIR, f"models_{'cuda' if device == 'cuda' else 'cpu'}.png")
     fig.savefig(path, dpi=110)

@@ -29,7 +29,6 @@ import csv
 import datetime as _dt
 import math
 import os
-import platform
 import re
 import statistics
 import textwrap
@@ -243,18 +242,11 @@ def to_layout(t: torch.Tensor, layout: str) -> torch.Tensor:
 
 
 def device_name(device: str) -> str:
-    if torch.device(device).type == "cuda":
-        return torch.cuda.get_device_name(torch.device(device))
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{name} ({torch.get_num_threads()} threads)"
+    from convext._autotune import device_name as _device_name  # the one device-name lookup
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return _device_name("cuda", dev.index)
+    return f"{_device_name('cpu', None)} ({torch.get_num_threads()} threads)"
 
 
 def versions() -> Dict[str, str]:

@@ -34,7 +34,7 @@ import triton.language as tl
 from torch._prims_common import suggest_memory_format
 from torch.library import triton_op
 
-from .depthwise_conv2d import _launcher
+from .depthwise_conv2d import _launcher, _zeros_2d
 
 __all__ = ["spatial_separable_conv2d", "spatial_separable_conv2d_backward"]
 
@@ -55,15 +55,6 @@ def _tile(pid, C, HW_t, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     p = pb * BLOCK_P + tl.arange(0, BLOCK_P)
     ch = cb * BLOCK_C + tl.arange(0, BLOCK_C)
     return n.to(tl.int64), p, p < HW_t, ch, ch < C
-
-
-@triton.jit
-def _zeros(BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, ACC_F64: tl.constexpr):
-    if ACC_F64:
-        z = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float64)
-    else:
-        z = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)
-    return z
 
 
 @triton.jit
@@ -99,7 +90,7 @@ def _ss_fwd_kernel(
     oh = p // W_out
     ow = p % W_out
     x_c = x_ptr + n * sxn + ((oc // M).to(tl.int64) * sxc)[None, :]
-    zero = _zeros(BLOCK_P, BLOCK_C, ACC_F64)
+    zero = _zeros_2d(BLOCK_P, BLOCK_C, ACC_F64)
     acc = zero
     if HAS_BH:
         acc += tl.load(bh_ptr + oc, mask=c_ok, other=0.0).to(acc.dtype)[None, :]
@@ -148,7 +139,7 @@ def _ss_bwd_in_kernel(
     r = p // W
     j = p % W
     C_out = C_in * M
-    zero = _zeros(BLOCK_P, BLOCK_C, ACC_F64)
+    zero = _zeros_2d(BLOCK_P, BLOCK_C, ACC_F64)
     acc = zero
     for mm in range(M):
         oc = ic * M + mm
@@ -196,7 +187,7 @@ def _ss_bwd_w_kernel(
     c_ok = oc < C_out
     HWm = H_out * W
     n_pb = tl.cdiv(HWm, BLOCK_P)
-    zero = _zeros(BLOCK_P, BLOCK_C, ACC_F64)
+    zero = _zeros_2d(BLOCK_P, BLOCK_C, ACC_F64)
     gwv = ()
     for a in tl.static_range(KH):
         gwv = gwv + (_vzeros(BLOCK_C, ACC_F64),)

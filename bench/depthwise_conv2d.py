@@ -2,6 +2,7 @@
 
     python -m bench.depthwise_conv2d [--quick] [--device cpu|cuda] [--dtype fp32,bf16]
                                      [--layout nchw,channels_last] [--mode fwd,bwd,fwd+bwd]
+    python -m bench.depthwise_conv2d --mode bwd-input,bwd-weight   # the grad-input / grad-weight kernel alone
 
 Bytes (an ideal kernel's traffic): fwd = input + output; bwd = grad_output + input +
 grad_input; fwd+bwd = the sum. Weights are negligible and not counted.
@@ -66,12 +67,13 @@ def make_case(name: str, N: int, C: int, HW: int, k, stride: int, dilation: int)
 
     def flops(mode):
         fwd = 2.0 * n_out * kh * kw
-        return {"fwd": fwd, "bwd": 2 * fwd, "fwd+bwd": 3 * fwd}[mode]
+        return {"fwd": fwd, "bwd": 2 * fwd, "fwd+bwd": 3 * fwd, "bwd-input": fwd, "bwd-weight": fwd}[mode]
 
     def nbytes(mode, elem):
         fwd = (n_in + n_out) * elem
         bwd = (n_out + n_in + n_in) * elem
-        return {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd + bwd}[mode]
+        # bwd-input: grad_output + grad_input; bwd-weight: grad_output + input
+        return {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd + bwd, "bwd-input": fwd, "bwd-weight": fwd}[mode]
 
     k_desc = f"k{kh}" if kh == kw else f"k{kh}x{kw}"
     return Case(name, f"{N}x{C}x{HW}x{HW} {k_desc} s{stride} d{dilation}", make, flops, nbytes)
@@ -125,7 +127,7 @@ def providers_for(device: str, names: Sequence[str] = None) -> List[Provider]:
 
 def main(argv=None, quick=None):
     return harness.main("depthwise_conv2d", __doc__.splitlines()[0], cases_for, providers_for, measure_memory=False,
-                        argv=argv, quick=quick)
+                        argv=argv, quick=quick, modes=harness.ALL_MODES)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,11 @@ import torch
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 MODES = ("fwd", "bwd", "fwd+bwd")
+# Opt-in (--mode; depthwise_conv2d only): the backward with only the input (bwd-input) or only the weight and
+# bias (bwd-weight) requiring grad, i.e. the grad-input or the grad-weight kernel alone, each against torch's
+# convolution_backward with the same output mask (the timings of the former bench/cuda_selfcheck_*.py).
+SINGLE_GRAD_MODES = ("bwd-input", "bwd-weight")
+ALL_MODES = MODES + SINGLE_GRAD_MODES
 LAYOUTS = ("nchw", "channels_last")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
 TORCH_PROVIDER = "torch"  # torch.nn.functional, the baseline of every speedup
@@ -201,11 +206,13 @@ def mode_fn(provider: Provider, inputs: Sequence[Optional[torch.Tensor]], kwargs
             with torch.no_grad():
                 return provider.run(inputs, kwargs)
         return fwd
-    leaves = [None if t is None else t.detach().requires_grad_(t.is_floating_point()) for t in inputs]
+    def wants_grad(i, t):  # bwd-input: the first input only; bwd-weight: every other one
+        return t.is_floating_point() and (mode not in SINGLE_GRAD_MODES or (i == 0) == (mode == "bwd-input"))
+    leaves = [None if t is None else t.detach().requires_grad_(wants_grad(i, t)) for i, t in enumerate(inputs)]
     diff = [t for t in leaves if t is not None and t.requires_grad]
     out = provider.run(leaves, kwargs)
     grad = torch.randn_like(out)
-    if mode == "bwd":
+    if mode in ("bwd",) + SINGLE_GRAD_MODES:
         def bwd():
             return torch.autograd.grad(out, diff, grad, retain_graph=True)
         bwd()
@@ -519,7 +526,7 @@ def plot_csv(path: str, run_id: Optional[str] = None) -> Optional[str]:
     if not data:
         return None
     panels = sorted({(r["mode"], r["dtype"], r["layout"]) for r in data},
-                    key=lambda p: (MODES.index(p[0]) if p[0] in MODES else 9, p[1],
+                    key=lambda p: (ALL_MODES.index(p[0]) if p[0] in ALL_MODES else 9, p[1],
                                    LAYOUTS.index(p[2]) if p[2] in LAYOUTS else 9))
     providers = list(dict.fromkeys(r["provider"] for r in data))
     cases = list(dict.fromkeys(r["case"] for r in rows))
@@ -613,7 +620,8 @@ def make_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
     p.add_argument("--dtype", type=_csv_list, default=None, help=f"comma list of {list(DTYPES)}")
     p.add_argument("--layout", type=_csv_list, default=None, help=f"comma list of {list(LAYOUTS)}")
-    p.add_argument("--mode", type=_csv_list, default=None, help=f"comma list of {list(MODES)}")
+    p.add_argument("--mode", type=_csv_list, default=None,
+                   help=f"comma list of {list(MODES)} (default), or {list(SINGLE_GRAD_MODES)} (depthwise_conv2d only)")
     p.add_argument("--shapes", type=_csv_list, default=None, help="comma list of case names to run")
     p.add_argument("--providers", type=_csv_list, default=None,
                    help="comma list, e.g. torch,convext:cuda (default: torch + every convext backend)")
@@ -628,7 +636,7 @@ def make_parser(description: str) -> argparse.ArgumentParser:
 
 
 def validate(args) -> None:
-    for name, allowed in (("dtype", DTYPES), ("layout", LAYOUTS), ("mode", MODES)):
+    for name, allowed in (("dtype", DTYPES), ("layout", LAYOUTS), ("mode", ALL_MODES)):
         for v in getattr(args, name) or []:
             if v not in allowed:
                 raise SystemExit(f"--{name}: {v!r} is not one of {list(allowed)}")
@@ -667,15 +675,19 @@ def wall_clock(fn, *a, **kw):
 
 
 __all__ = ["Case", "Provider", "run_benchmark", "make_parser", "validate", "select_cases", "filter_providers",
-           "convext_providers", "default_device", "to_layout", "DTYPES", "LAYOUTS", "MODES", "wall_clock",
+           "convext_providers", "default_device", "to_layout", "DTYPES", "LAYOUTS", "MODES", "SINGLE_GRAD_MODES",
+           "ALL_MODES", "wall_clock",
            "compute_bound", "kernel_taps", "read_run", "format_table", "sample_stats", "sanity_check", "iqr",
            "default_rounds", "NOISY", "SANITY_PROVIDER", "SANITY_TOL"]
 
 
-def main(op_name, description, cases_for, providers_for, *, measure_memory, argv=None, quick=None):
-    """The command line shared by every op's benchmark (bench/<op>.py)."""
+def main(op_name, description, cases_for, providers_for, *, measure_memory, argv=None, quick=None, modes=MODES):
+    """The command line shared by every op's benchmark (bench/<op>.py); `modes`: those the op's cases support."""
     p = make_parser(description)
     args = p.parse_args(argv)
+    unsupported = [m for m in args.mode or [] if m in ALL_MODES and m not in modes]
+    if unsupported:
+        raise SystemExit(f"--mode: {unsupported} not supported by {op_name} (supported: {list(modes)})")
     if quick is not None:
         args.quick = args.quick or quick
     validate(args)

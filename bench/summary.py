@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
 from . import harness
-from .harness import MODES, TORCH_PROVIDER, _fmt
+from .harness import ALL_MODES, TORCH_PROVIDER, _fmt
 
 DEPTHWISE, SEPARABLE = "depthwise_conv2d", "depthwise_separable_conv2d"
 # FP32 FMA (non-tensor-core) peak in TFLOP/s by a substring of the GPU name, first match wins
@@ -59,7 +59,7 @@ def provider_stats(rows: Sequence[Dict[str, object]]) -> List[Dict[str, object]]
             groups.setdefault((r["op"], r["mode"], r["provider"]), []).append(r)
     order = {k: i for i, k in enumerate(dict.fromkeys(r["op"] for r in rows))}
     out = []
-    for (op, mode, prov), g in sorted(groups.items(), key=lambda kv: (order[kv[0][0]], MODES.index(kv[0][1]))):
+    for (op, mode, prov), g in sorted(groups.items(), key=lambda kv: (order[kv[0][0]], ALL_MODES.index(kv[0][1]))):
         done = [r for r in g if _ok(r["speedup_vs_torch"])]
         worst = min(done, key=lambda r: r["speedup_vs_torch"], default=None)
         bw = [r["pct_copy_bw"] for r in done if not harness.compute_bound(r["geometry"])]

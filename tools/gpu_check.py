@@ -13,9 +13,9 @@ Subcommands (tools/gpu_check.sh calls them in order; each updates <out>/summary.
   bench                       step 4: the depthwise and separable suites in order of value, the summary
   finish                      validate the summary JSON, print the closing table, exit status
 
-The correctness checks are those of bench/cuda_selfcheck_*.py (their FIXED / random cases and checkers,
-imported, not copied) run against the CUDA ops and, with the op swapped, the Triton ops of the same
-signature; the separable sweep uses the tests' float64 references (tests/conftest.py: check_op,
+The correctness checks are the sweeps of tests/cuda_cases.py (their fixed / random cases and float64
+checkers, imported, not copied; tests/test_cuda_sweeps.py runs them under pytest) run against the CUDA ops
+and, with the op swapped, the Triton ops of the same signature; the separable sweep uses the tests' float64 references (tests/conftest.py: check_op,
 torch_separable). With --stub (tools/gpu_check.sh --dry-run) the same code runs on CPU tensors (the CPU
 kernels stand in for the GPU ones), on a few small cases.
 """
@@ -288,20 +288,9 @@ def step_env(out, stub):
 
 # --------------------------------------------------------------------------- step 2: correctness
 
-# The forward routing of undilated 5x5 / 7x7 NCHW changed after the last GPU run (tile kernel instead of
-# colstrip): the suite's own shapes at reduced batch, stride 1 and 2, in the selfcheck's case format
-# (N, C, M, H, W, kh, kw, stride, pad[t,b,l,r], dilation, bias), added to its FIXED cases.
-ROUTING = [
-    (4, 96, 1, 56, 56, 7, 7, (1, 1), (3, 3, 3, 3), (1, 1), True),
-    (4, 384, 1, 14, 14, 7, 7, (1, 1), (3, 3, 3, 3), (1, 1), False),
-    (4, 240, 1, 28, 28, 5, 5, (1, 1), (2, 2, 2, 2), (1, 1), True),
-    (2, 64, 1, 57, 55, 5, 5, (2, 2), (2, 2, 2, 2), (1, 1), False),
-    (2, 64, 1, 33, 31, 7, 7, (2, 2), (3, 3, 3, 3), (1, 1), True),
-    (2, 32, 2, 29, 300, 7, 7, (1, 1), (3, 3, 3, 3), (1, 1), True),
-]
-
 # kind: (check, backend, environment, shards on a GPU; 20 processes with `big` and the pytest one). fb: forward + grad-input sweep of
-# bench/cuda_selfcheck_fwd_bwd_input.py; bw: grad-weight sweep of bench/cuda_selfcheck_bwd_weight.py;
+# tests/cuda_cases.py (its fixed cases include the undilated 5x5 / 7x7 NCHW forward routing shapes, FB_ROUTING);
+# bw: its grad-weight sweep;
 # *-tc: only large kernels (kH*kW >= 81, where the tensor-core paths run); api: the tests' random sweeps
 # (tests/test_depthwise*_conv2d.py) through the public functions and autograd, Triton and auto with
 # CONVEXT_AUTO_UNVERIFIED=1 (the fused separable kernel); big: the >= 2^31-element self-checks.
@@ -363,89 +352,51 @@ class Gate:
         return True
 
 
-def _shard_fb(backend, gate, dev, res):
-    import argparse as _ap
-
-    import torch
-
-    import bench.cuda_selfcheck_fwd_bwd_input as fb
-    if backend == "triton":
-        fwd, bwd = torch.ops.convext.triton_depthwise_conv2d, torch.ops.convext.triton_depthwise_conv2d_backward_input
-    else:
-        fwd, bwd = fb.load_ops()
-    fb.FIXED = list(fb.FIXED) + ROUTING
-    run_case, report = fb.run_case, fb.Stats.report
-
-    def gated_run_case(st, f, b, cfg, dtype, layout, d):
-        N, C, M, H, W, kh, kw = cfg[:7]
-        if gate(kh * kw, N * C * M * H * W):
-            run_case(st, f, b, cfg, dtype, layout, d)
-
-    def keep_failures(self, ok, msg):
+def _take(res, results, echo=False):
+    """Counts (ok, message) results into the shard's result; prints failures (every line with `echo`)."""
+    for ok, msg in results:
+        res["passed" if ok else "failed"] += 1
         if not ok and len(res["failures"]) < 20:
             res["failures"].append(msg)
-        res["passed" if ok else "failed"] += 1
-        res["cases_run"] = gate.ran
-        _dump_partial(res)
-        report(self, ok, msg)
-    fb.run_case, fb.Stats.report = gated_run_case, keep_failures
-    st = fb.correctness(_ap.Namespace(seed=0, cases=20000, big=False), fwd, bwd, torch.device(dev))
-    res["passed"], res["failed"] = st.passed, st.failed
+        if echo or not ok:
+            say(("PASS " if ok else "FAIL ") + msg)
+    _dump_partial(res)
+
+
+def _shard_fb(backend, gate, dev, res):
+    import cuda_cases as cc
+    fwd, bwd, _ = cc.ops(backend)
+    for case in cc.fb_cases(20000, seed=0):  # the fixed cases (FB_FIXED + FB_ROUTING), then random ones
+        if gate(case.taps, case.numel):
+            res["cases_run"] = gate.ran
+            _take(res, cc.check_fb(fwd, bwd, case, dev))
+    _take(res, cc.fb_nonfinite_checks(fwd, dev))
 
 
 def _shard_bw(backend, gate, dev, res):
-    import argparse as _ap
-
-    import torch
-
-    import bench.cuda_selfcheck_bwd_weight as bw
-    bw.DEV = dev
-    if backend == "triton":
-        bw.OP = torch.ops.convext.triton_depthwise_conv2d_backward_weight
-    check_case = bw.check_case
-
-    def gated_check_case(tag, N, C, M, H, W, k, *a, **kw):
-        if gate(k[0] * k[1], N * C * M * H * W):
-            ok = check_case(tag, N, C, M, H, W, k, *a, **kw)
-            res["passed" if ok else "failed"] += 1
+    import cuda_cases as cc
+    _, _, bw = cc.ops(backend)
+    for case in cc.bw_cases(20000, seed=1234):  # BW_FIXED, BW_PLANAR_FAST, then random ones
+        if gate(case.taps, case.numel):
             res["cases_run"] = gate.ran
-            _dump_partial(res)
-            return ok
-        return True
-    bw.check_case = gated_check_case
-    stats = bw.correctness(_ap.Namespace(random=20000, big=False))
-    res["passed"], res["failed"] = stats["pass"], stats["fail"]
-    res["failures"] = stats["failed"][:20]
+            _take(res, [cc.check_bw(bw, case, dev)], echo=True)
+    _take(res, cc.bw_special_checks(bw, dev), echo=True)
 
 
 def _shard_big(dev, stub, res):
-    import torch
-
     if stub:
         res["note"] = "stub: the >= 2^31-element checks need ~20 GB of GPU memory; skipped"
         return
-    import bench.cuda_selfcheck_bwd_weight as bw
-    import bench.cuda_selfcheck_fwd_bwd_input as fb
-    fwd, bwd = fb.load_ops()
-    st = fb.Stats()
-    report = fb.Stats.report
-
-    def keep_failures(self, ok, msg):
-        say(("PASS " if ok else "") + msg) if ok else None
-        if not ok:
-            res["failures"].append(msg)
-        report(self, ok, msg)
-    fb.Stats.report = keep_failures
-    fb.big_check(st, fwd, bwd, torch.device(dev))
-    stats = {"pass": 0, "fail": 0, "failed": []}
+    import cuda_cases as cc
+    fwd, bwd, bw = cc.ops("cuda")
     try:
-        bw.big_case(stats)
-    except Exception as e:  # noqa: BLE001  (an out-of-memory here must not hide the fwd result)
-        stats["fail"] += 1
-        stats["failed"].append(f"bwd-weight big case: {e!r}")
-    res["passed"] += st.passed + stats["pass"]
-    res["failed"] += st.failed + stats["fail"]
-    res["failures"] += stats["failed"]
+        _take(res, cc.fb_big_checks(fwd, bwd, dev), echo=True)
+    except Exception as e:  # noqa: BLE001  (an out-of-memory here must not hide the grad-weight result)
+        _take(res, [(False, f"fwd / grad-input big case: {e!r}")])
+    try:
+        _take(res, [cc.bw_big_check(bw, dev)], echo=True)
+    except Exception as e:  # noqa: BLE001
+        _take(res, [(False, f"bwd-weight big case: {e!r}")])
 
 
 def _shard_api(i, n, deadline, dev, stub, res):
@@ -505,7 +456,7 @@ def run_shard(kind, i, n, deadline, stub, result_path):
         import torch
 
         if stub:
-            torch.cuda.synchronize = lambda *a, **k: None  # the self-checks synchronize; CPU tensors here
+            torch.cuda.synchronize = lambda *a, **k: None  # CPU tensors here: nothing may synchronize a GPU
         torch.backends.cudnn.allow_tf32 = False  # IEEE fp32 on both sides, as tests/conftest.py
         torch.backends.cuda.matmul.allow_tf32 = False
         import convext  # noqa: F401

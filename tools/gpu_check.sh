@@ -11,8 +11,9 @@
 #      CONVEXT_TRITON_TC=force, the fused separable kernels through backend="triton" and through auto with
 #      CONVEXT_AUTO_UNVERIFIED=1), a random sweep sized to the budget; the >= 2^31-element checks; the
 #      undilated 5x5/7x7 NCHW forward routing (tools/gpu_check.py: the cases and checkers of
-#      bench/cuda_selfcheck_*.py and of the tests' random sweeps)
-#   3. the GPU-marked tests (pytest -m gpu; pytest-xdist workers where importable or carried in .whl/)
+#      tests/cuda_cases.py and of the tests' random sweeps)
+#   3. the GPU-marked tests (pytest -m gpu; pytest-xdist workers where importable or carried in .whl/), less
+#      tests/test_cuda_sweeps.py: step 2 runs its cases and checkers (sized to the budget, on Triton too)
 #   4. the depthwise and separable benchmark suites (Triton kernels compiled beforehand in parallel,
 #      niced, while steps 2-3 run), bench/summary.py's targets; then `python -m bench models --quick`
 #      if time remains
@@ -209,9 +210,10 @@ tests() {
   if $PY -c "import xdist" 2>/dev/null; then
     local n=$(( JOBS * 3 / 4 )); [ $DRY = 1 ] && n=2; xd=(-n $n); fi
   local to=(); $PY -c "import pytest_timeout" 2>/dev/null && to=(--timeout 240)
-  say "pytest -m gpu ${xd[*]} ${to[*]}"
+  say "pytest -m gpu (less tests/test_cuda_sweeps.py: step 2) ${xd[*]} ${to[*]}"
+  # step 2 ran the >= 2^31 test and the sweeps of tests/test_cuda_sweeps.py (tests/cuda_cases.py) already
   CONVEXT_TRITON_AUTOTUNE=0 timeout -k 10 $(( STEP_T - 10 )) $PY -m pytest tests -m gpu -k "not more_than_2pow31" \
-    -v -rfE -p no:cacheprovider "${xd[@]}" "${to[@]}" > "$WORK/pytest.log" 2>&1
+    --ignore=tests/test_cuda_sweeps.py -v -rfE -p no:cacheprovider "${xd[@]}" "${to[@]}" > "$WORK/pytest.log" 2>&1
   local rc=$?
   { echo "----- pytest -m gpu (rc $rc) -----"; cat "$WORK/pytest.log"; } >> "$LOG"
   $PY tools/gpu_check.py tests-report --out "$OUTDIR" --pytest-log "$WORK/pytest.log" "${STUB[@]}" > "$WORK/tests_report.log" 2>&1

@@ -3,7 +3,7 @@
 # convext's own prebuilt wheel (tools/build_wheel.sh); name .whl in the device call's `carry`.
 #   pytest-xdist + execnet: run the GPU tests on several workers (the Triton ones compile a kernel per
 #   geometry, about 1-2 s each). The H200 image already has both (KINDS.md), so tools/gpu_check.sh
-#   installs these only where `import xdist` fails; tools/gpu_session.sh installs them always.
+#   installs these only where `import xdist` fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ex=$(git rev-parse --git-path info/exclude); mkdir -p "$(dirname "$ex")"; grep -qx "/.whl/" "$ex" 2>/dev/null || echo "/.whl/" >> "$ex"

@@ -63,6 +63,11 @@ def out_size(n, p0, p1, k, s, d):
     return (n + p0 + p1 - d * (k - 1) - 1) // s + 1
 
 
+def geometry_id(tag, N, C, M, H, W, k, s, p, d):
+    """The readable start of a case's test id, e.g. fixed3-n2c16m1-28x28-k7x7-s1x1-p3.3.3.3-d1x1."""
+    return f"{tag}-n{N}c{C}m{M}-{H}x{W}-k{k[0]}x{k[1]}-s{s[0]}x{s[1]}-p{'.'.join(map(str, p))}-d{d[0]}x{d[1]}"
+
+
 def make_layout(t, layout):
     """`t` (4-D) in one of LAYOUTS: contiguous, channels_last, or a non-dense view of a bigger buffer."""
     if layout == "nchw":
@@ -159,20 +164,14 @@ class FbCase(NamedTuple):
     dtype: torch.dtype
     layout: str
 
-    @property
-    def taps(self):
-        return self.cfg[5] * self.cfg[6]
-
-    @property
-    def numel(self):
-        N, C, M, H, W = self.cfg[:5]
-        return N * C * M * H * W
+    taps = property(lambda self: self.cfg[5] * self.cfg[6])
+    numel = property(lambda self: math.prod(self.cfg[:5]))  # N*C*M*H*W
 
     @property
     def id(self):
         N, C, M, H, W, kh, kw, s, p, d, b = self.cfg
-        return (f"{self.tag}-n{N}c{C}m{M}-{H}x{W}-k{kh}x{kw}-s{s[0]}x{s[1]}-p{'.'.join(map(str, p))}"
-                f"-d{d[0]}x{d[1]}-{'bias' if b else 'nobias'}-{dtype_name(self.dtype)}-{self.layout}")
+        return (f"{geometry_id(self.tag, N, C, M, H, W, (kh, kw), s, p, d)}-{'bias' if b else 'nobias'}"
+                f"-{dtype_name(self.dtype)}-{self.layout}")
 
 
 def fb_random_cfg(rng: random.Random) -> tuple:
@@ -387,21 +386,12 @@ class BwCase(NamedTuple):
     layout: str  # of the input
     go_layout: Optional[str]  # of grad_output (None: as the input)
 
-    @property
-    def taps(self):
-        k = self.geom[5]
-        return k[0] * k[1]
-
-    @property
-    def numel(self):
-        N, C, M, H, W = self.geom[:5]
-        return N * C * M * H * W
+    taps = property(lambda self: self.geom[5][0] * self.geom[5][1])
+    numel = property(lambda self: math.prod(self.geom[:5]))  # N*C*M*H*W
 
     @property
     def id(self):
-        N, C, M, H, W, k, s, p, d = self.geom
-        return (f"{self.tag}-n{N}c{C}m{M}-{H}x{W}-k{k[0]}x{k[1]}-s{s[0]}x{s[1]}-p{'.'.join(map(str, p))}"
-                f"-d{d[0]}x{d[1]}-{dtype_name(self.dtype)}-{self.layout}"
+        return (f"{geometry_id(self.tag, *self.geom)}-{dtype_name(self.dtype)}-{self.layout}"
                 + (f"-go_{self.go_layout}" if self.go_layout else ""))
 
 

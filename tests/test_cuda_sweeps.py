@@ -8,8 +8,9 @@ formerly bench/cuda_selfcheck_*.py):
   * without the fast paths (CONVEXT_DISABLE_FAST_PATHS=1): the extension reads that switch once per
     process, so the whole sweep runs in a child process (`python tests/cuda_cases.py fb|bw`) with it set.
 
-Size: CONVEXT_TEST_CUDA_RANDOM random geometries per sweep (default 60: about 2700 cases in all, well
-under a minute on an H200), CONVEXT_TEST_CUDA_SEED (default 0) shifts both sweeps' seeds.
+Size: CONVEXT_TEST_CUDA_RANDOM random geometries per sweep (default 60: 2566 test items, two of them child
+processes (1954 and 244 checks); estimated at a minute or two on an H200, not yet timed on one),
+CONVEXT_TEST_CUDA_SEED (default 0) shifts both sweeps' seeds.
 tools/gpu_check.sh runs the same cases and checkers in its correctness step (sized to its time budget,
 the Triton ops too) and leaves this file out of its `pytest -m gpu` step.
 """
@@ -85,6 +86,6 @@ def test_sweep_without_fast_paths(sweep, disable):
     CONVEXT_DISABLE_FAST_PATHS set: the fallback kernels of every fast path."""
     require_backend("cuda", "cuda")
     seed = FB_SEED if sweep == "fb" else BW_SEED
-    r = cc.run_child(sweep, ["--random", str(N_RANDOM), "--seed", str(seed)], {"CONVEXT_DISABLE_FAST_PATHS": disable},
-                  timeout=900)
+    r = cc.run_child(sweep, ["--random", str(N_RANDOM), "--seed", str(seed)],
+                     {"CONVEXT_DISABLE_FAST_PATHS": disable}, timeout=900)
     cc.check_child(r, sweep, f"CONVEXT_DISABLE_FAST_PATHS={disable}")

@@ -311,6 +311,14 @@ def choose(op: str, tensors, extra, run, candidates: Sequence[str], static: str)
         return choice
 
 
+def settled(op: str, tensors, extra) -> bool:
+    """Whether `choose` answers this call from its exact-key memory from now on, with no report
+    left to print: what a memo of its answer (convext/_plan.py) may rely on."""
+    x = tensors[0]
+    key = family_key(op, tensors, extra) + (tuple(x.shape), _threads(x.device.type))
+    return key in _EXACT and (_state["reported"] or key != _state["first"])
+
+
 def _remember(key: tuple, choice: str, work: int):
     _EXACT[key] = choice
     fkey = key[:-2]
@@ -474,7 +482,9 @@ atexit.register(report)
 
 def reset(directory: Optional[str] = None):
     """Forgets every choice and the report (tests; `directory` replaces the cache folder)."""
+    from . import _plan
     with _lock:
+        _plan.clear()
         _EXACT.clear()
         _FAMILY.clear()
         _FAMILY_WORK.clear()

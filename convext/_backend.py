@@ -87,6 +87,13 @@ def resolve(backend, tensor: torch.Tensor, op: str, kernel_size=None, dilation=N
     calling the op with that backend -- the measured choice among `auto_candidates` (convext/_autotune.py);
     without `tune` or with CONVEXT_AUTOTUNE=0, the static rule `auto_choice`.
     """
+    return resolve_final(backend, tensor, op, kernel_size, dilation, tune=tune)[0]
+
+
+def resolve_final(backend, tensor: torch.Tensor, op: str, kernel_size=None, dilation=None, *,
+                  tune=None) -> Tuple[str, bool]:
+    """(resolve's answer, whether every later call with the same key gets the same answer): False
+    only while `auto`'s measured choice is not settled (not timed yet, or its report still due)."""
     if not isinstance(backend, str) or backend not in CHOICES:
         raise ValueError(f"convext: backend must be one of {CHOICES}, got {backend!r}")
     device_type = tensor.device.type
@@ -94,7 +101,7 @@ def resolve(backend, tensor: torch.Tensor, op: str, kernel_size=None, dilation=N
         ok, why = availability(backend, device_type)
         if not ok:
             raise RuntimeError(f"convext: backend {backend!r} is not available: {why}")
-        return backend
+        return backend, True
     if ENV_ERROR is not None:
         raise ValueError(ENV_ERROR)
     if FORCED is not None:
@@ -102,15 +109,23 @@ def resolve(backend, tensor: torch.Tensor, op: str, kernel_size=None, dilation=N
         if not ok:
             raise RuntimeError(f"convext: {FORCE_ENV}={FORCED} forces backend {FORCED!r} for backend='auto', but it "
                                f"is not available for this {device_type} tensor: {why}")
-        return FORCED
+        return FORCED, True
     static = _auto(tensor, op, kernel_size, dilation)
     if tune is None or not _autotune.ENABLED:
-        return static
+        return static, True
     candidates = auto_candidates(device_type, op, _USABLE.get(device_type, _NONE_USABLE), unverified=AUTO_UNVERIFIED)
     if len(candidates) < 2:
-        return static
+        return static, True
     tensors, extra, run = tune
-    return _autotune.choose(op, tensors, extra, run, candidates, static)
+    name = _autotune.choose(op, tensors, extra, run, candidates, static)
+    # (a memo is never kept while torch.compile traces: no need to ask, nor a graph break for it)
+    return name, not torch.compiler.is_compiling() and _autotune.settled(op, tensors, extra)
+
+
+def switches() -> tuple:
+    """The Python-side switches `auto` reads, as part of a memo key (convext/_plan.py): tests and
+    tools may change them at run time."""
+    return FORCED, ENV_ERROR, _autotune.ENABLED, AUTO_UNVERIFIED
 
 
 # `auto` chooses only paths a GPU run has verified (docs/perf/NOTES.md). On CUDA that is the

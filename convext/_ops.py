@@ -44,25 +44,45 @@ def apply_activation(x, name: str):
     raise ValueError(f"convext: unknown activation {name!r}")
 
 
-def _in_format_of(out, input):
+_FORMATS: dict = {}
+
+
+def memory_format(t: torch.Tensor) -> torch.memory_format:
+    """suggest_memory_format(t), memoised on (shape, strides): it costs microseconds per call."""
+    if t.layout != torch.strided:
+        return torch.contiguous_format
+    if torch.compiler.is_compiling():  # sizes may be symbolic: a dict look-up would specialise them
+        return suggest_memory_format(t)
+    k = (t.shape, t.stride())
+    fmt = _FORMATS.get(k)
+    if fmt is None:
+        if len(_FORMATS) >= 4096:
+            _FORMATS.clear()
+        fmt = _FORMATS[k] = suggest_memory_format(t)
+    return fmt
+
+
+def _in_format_of(out, input, fmt=None):
     # cuDNN may answer a channels_last input in NCHW; API.md promises the input's format.
-    fmt = suggest_memory_format(input)
+    if fmt is None:
+        fmt = memory_format(input)
     return out if out.is_contiguous(memory_format=fmt) else out.contiguous(memory_format=fmt)
 
 
-def torch_depthwise_conv2d(input, weight, bias, stride, padding, dilation):
+def torch_depthwise_conv2d(input, weight, bias, stride, padding, dilation, fmt=None):
     top, bottom, left, right = padding
     if top == bottom and left == right:
         out = F.conv2d(input, weight, bias, stride, (top, left), dilation, input.shape[1])
     else:
         out = F.conv2d(F.pad(input, (left, right, top, bottom)), weight, bias, stride, 0, dilation, input.shape[1])
-    return _in_format_of(out, input)
+    return _in_format_of(out, input, fmt)
 
 
 def torch_depthwise_separable_conv2d(input, dw_weight, pw_weight, dw_bias, pw_bias, stride, padding,
-                                     dilation, dw_act, pw_act):
-    mid = apply_activation(torch_depthwise_conv2d(input, dw_weight, dw_bias, stride, padding, dilation), dw_act)
-    return _in_format_of(apply_activation(F.conv2d(mid, pw_weight, pw_bias), pw_act), input)
+                                     dilation, dw_act, pw_act, fmt=None):
+    mid = apply_activation(torch_depthwise_conv2d(input, dw_weight, dw_bias, stride, padding, dilation, fmt),
+                           dw_act)
+    return _in_format_of(apply_activation(F.conv2d(mid, pw_weight, pw_bias), pw_act), input, fmt)
 
 
 def _torch_backward_input(grad_output, weight, input_size, stride, padding, dilation):
@@ -75,7 +95,7 @@ def _torch_backward_input(grad_output, weight, input_size, stride, padding, dila
 
 # ---------------------------------------------------------------- fake kernels
 def _like(t, shape, memory_format_of):
-    return torch.empty(shape, dtype=t.dtype, device=t.device, memory_format=suggest_memory_format(memory_format_of))
+    return torch.empty(shape, dtype=t.dtype, device=t.device, memory_format=memory_format(memory_format_of))
 
 
 def _fake_depthwise_conv2d(input, weight, bias, stride, padding, dilation):
@@ -113,7 +133,7 @@ def _dense(grad, like):
     # Kernels read any strides, but an expanded (stride-0) or scattered grad is best read once.
     if grad.is_contiguous() or grad.is_contiguous(memory_format=torch.channels_last):
         return grad
-    return grad.contiguous(memory_format=suggest_memory_format(like))
+    return grad.contiguous(memory_format=memory_format(like))
 
 
 def _make_depthwise_autograd(prefix):

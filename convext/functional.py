@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch._prims_common import suggest_memory_format
 from torch.overrides import handle_torch_function, has_torch_function_variadic
 
-from . import _backend, _geometry, _ops
+from . import _backend, _geometry, _ops, _plan
 
 
 def _autocast(names, tensors):
@@ -56,18 +55,28 @@ def _autocast_eligible(t, device_type):
         and t.dtype != torch.float64
 
 
-def _call_depthwise_conv2d(name, x, weight, bias, g: _geometry.ConvGeometry):
+def _call_depthwise_conv2d(name, x, weight, bias, g: _geometry.ConvGeometry, fmt=None):
     if name == "torch":
-        return _ops.torch_depthwise_conv2d(x, weight, bias, g.stride, g.padding, g.dilation)
+        return _ops.torch_depthwise_conv2d(x, weight, bias, g.stride, g.padding, g.dilation, fmt)
     return _ops.op(name, "depthwise_conv2d")(x, weight, bias, list(g.stride), list(g.padding), list(g.dilation))
 
 
-def _run_depthwise_conv2d(x, weight, bias, g: _geometry.ConvGeometry, backend: str):
+def _resolve_depthwise_conv2d(x, weight, bias, g: _geometry.ConvGeometry, backend: str):
     # tune: what backend="auto" times on the first call of a new shape (convext/_autotune.py)
     tune = ((x, weight, bias), (g.stride, g.padding, g.dilation),
             lambda name, t: _call_depthwise_conv2d(name, *t, g))
-    name = _backend.resolve(backend, x, "depthwise_conv2d", g.kernel_size, g.dilation, tune=tune)
-    return _call_depthwise_conv2d(name, x, weight, bias, g)
+    return _backend.resolve_final(backend, x, "depthwise_conv2d", g.kernel_size, g.dilation, tune=tune)
+
+
+def _run_depthwise_conv2d(x, weight, bias, g: _geometry.ConvGeometry, backend: str):
+    return _call_depthwise_conv2d(_resolve_depthwise_conv2d(x, weight, bias, g, backend)[0], x, weight, bias, g)
+
+
+def _planned_depthwise_conv2d(plan, input, weight, bias):
+    name, g, fmt = plan
+    x = input.unsqueeze(0) if g.unbatched else input
+    out = _call_depthwise_conv2d(name, x, weight, bias, g, fmt)
+    return out.squeeze(0) if g.unbatched else out
 
 
 def depthwise_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, *, backend="auto"):
@@ -87,11 +96,18 @@ def depthwise_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, 
     if has_torch_function_variadic(input, weight, bias):
         return handle_torch_function(depthwise_conv2d, (input, weight, bias), input, weight, bias, stride,
                                      padding, dilation, backend=backend)
-    input, weight, bias = _autocast(("input", "weight", "bias"), (input, weight, bias))
-    g = _geometry.depthwise_conv2d_geometry(input, weight, bias, stride, padding, dilation)
-    x = input.unsqueeze(0) if g.unbatched else input
-    out = _run_depthwise_conv2d(x, weight, bias, g, backend)
-    return out.squeeze(0) if g.unbatched else out
+    key = _plan.key("depthwise_conv2d", (input, weight, bias), (stride, padding, dilation, backend),
+                    _backend.switches())
+    plan = None if key is None else _plan.get(key)
+    if plan is None:
+        input, weight, bias = _autocast(("input", "weight", "bias"), (input, weight, bias))
+        g = _geometry.depthwise_conv2d_geometry(input, weight, bias, stride, padding, dilation)
+        x = input.unsqueeze(0) if g.unbatched else input
+        name, final = _resolve_depthwise_conv2d(x, weight, bias, g, backend)
+        plan = (name, g, _ops.memory_format(x))
+        if key is not None and final:
+            _plan.put(key, plan)
+    return _planned_depthwise_conv2d(plan, input, weight, bias)
 
 
 def depthwise_separable_conv2d(input, depthwise_weight, pointwise_weight, depthwise_bias=None,
@@ -119,8 +135,33 @@ def depthwise_separable_conv2d(input, depthwise_weight, pointwise_weight, depthw
         return handle_torch_function(
             depthwise_separable_conv2d, tensors, *tensors, stride, padding, dilation, backend=backend,
             depthwise_activation=depthwise_activation, pointwise_activation=pointwise_activation)
-    input, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias = _autocast(
-        ("input", "depthwise_weight", "pointwise_weight", "depthwise_bias", "pointwise_bias"), tensors)
+    key = _plan.key("depthwise_separable_conv2d", tensors,
+                    (stride, padding, dilation, backend, depthwise_activation, pointwise_activation),
+                    _backend.switches())
+    plan = None if key is None else _plan.get(key)
+    if plan is None:
+        tensors = _autocast(("input", "depthwise_weight", "pointwise_weight", "depthwise_bias", "pointwise_bias"),
+                            tensors)
+        plan, final = _plan_separable(tensors, stride, padding, dilation, backend, depthwise_activation,
+                                      pointwise_activation)
+        if key is not None and final:
+            _plan.put(key, plan)
+    name, g, dw_act, pw_act, fmt = plan
+    input = tensors[0]
+    x = input.unsqueeze(0) if g.unbatched else input
+    args = (x,) + tuple(tensors[1:])
+    if name == "torch":
+        out = _ops.torch_depthwise_separable_conv2d(*args, g.stride, g.padding, g.dilation, dw_act, pw_act, fmt)
+    else:
+        out = _ops.op(name, "depthwise_separable_conv2d")(*args, list(g.stride), list(g.padding),
+                                                          list(g.dilation), dw_act, pw_act)
+    return out.squeeze(0) if g.unbatched else out
+
+
+def _plan_separable(tensors, stride, padding, dilation, backend, depthwise_activation, pointwise_activation):
+    """The checks and backend choice of depthwise_separable_conv2d: ((backend, geometry, activations,
+    memory format), final) -- final as in _backend.resolve_final."""
+    input, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias = tensors
     g = _geometry.depthwise_conv2d_geometry(input, depthwise_weight, depthwise_bias, stride, padding, dilation,
                                             weight_name="depthwise_weight", bias_name="depthwise_bias")
     _geometry.check_pointwise(pointwise_weight, pointwise_bias, input, depthwise_weight.shape[0])
@@ -132,14 +173,9 @@ def depthwise_separable_conv2d(input, depthwise_weight, pointwise_weight, depthw
             lambda n, t: depthwise_separable_conv2d(*t, stride, padding, dilation, backend=n,
                                                     depthwise_activation=depthwise_activation,
                                                     pointwise_activation=pointwise_activation))
-    name = _backend.resolve(backend, x, "depthwise_separable_conv2d", g.kernel_size, g.dilation, tune=tune)
-    args = (x, depthwise_weight, pointwise_weight, depthwise_bias, pointwise_bias)
-    if name == "torch":
-        out = _ops.torch_depthwise_separable_conv2d(*args, g.stride, g.padding, g.dilation, dw_act, pw_act)
-    else:
-        out = _ops.op(name, "depthwise_separable_conv2d")(*args, list(g.stride), list(g.padding),
-                                                          list(g.dilation), dw_act, pw_act)
-    return out.squeeze(0) if g.unbatched else out
+    name, final = _backend.resolve_final(backend, x, "depthwise_separable_conv2d", g.kernel_size, g.dilation,
+                                         tune=tune)
+    return (name, g, dw_act, pw_act, _ops.memory_format(x)), final
 
 
 def depthwise_conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, *, causal=False, backend="auto"):
@@ -237,7 +273,7 @@ def depthwise_conv_transpose2d(input, weight, bias=None, stride=1, padding=0, ou
     if name == "torch" or x.shape[0] == 0 or any(op >= s for op, s in zip(out_pad, stride_t)):
         out = F.conv_transpose2d(x, weight, bias, stride_t, pad_t, out_pad, channels, dilation_t)
     else:
-        w, b, dtype, fmt = weight.reshape(cout, 1, kh, kw), bias, x.dtype, suggest_memory_format(x)
+        w, b, dtype, fmt = weight.reshape(cout, 1, kh, kw), bias, x.dtype, _ops.memory_format(x)
         src = x
         if mult > 1:
             # Each (channel, m) pair is an independent depthwise channel: the input is repeated M times

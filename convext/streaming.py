@@ -97,11 +97,15 @@ def _resolve(backend, x) -> str:
         raise ValueError(f"convext: backend must be one of {_backend.CHOICES}, got {backend!r}")
     device_type = x.device.type
     if backend == "auto":
-        if device_type == "cpu" and _HAS_CPU_KERNEL:
-            return "cpu"
-        if device_type == "cuda" and getattr(_backend, "AUTO_UNVERIFIED", False) and _TRITON_ERROR is None:
-            return "triton"
-        return "torch"
+        if _backend.ENV_ERROR is not None:
+            raise ValueError(_backend.ENV_ERROR)
+        if _backend.FORCED is None:  # CONVEXT_BACKEND=<name>: every auto becomes it (checked below)
+            if device_type == "cpu" and _HAS_CPU_KERNEL:
+                return "cpu"
+            if device_type == "cuda" and _backend.AUTO_UNVERIFIED and _TRITON_ERROR is None:
+                return "triton"
+            return "torch"
+        backend = _backend.FORCED
     ok, why = _backend.availability(backend, device_type)
     if not ok:
         raise RuntimeError(f"convext: backend {backend!r} is not available: {why}")

@@ -277,6 +277,21 @@ def test_auto_never_picks_the_unverified_cuda_kernel(monkeypatch):
         assert streaming._resolve("auto", torch.empty(1, 1, 1)) == "cpu"
 
 
+def test_forced_backend_applies_to_auto(monkeypatch):
+    """CONVEXT_BACKEND=<name> turns every `auto` into that backend, as for the other ops; an
+    unavailable one is an error naming it, and a bad value of the variable is reported."""
+    x = torch.empty(1, 1, 1)
+    monkeypatch.setattr(convext._backend, "FORCED", "torch")
+    assert streaming._resolve("auto", x) == "torch"
+    assert streaming._resolve("cpu" if "cpu" in convext.backends("cpu") else "torch", x) != "auto"
+    monkeypatch.setattr(convext._backend, "FORCED", "cuda")
+    with pytest.raises(RuntimeError, match="'cuda'"):
+        streaming._resolve("auto", x)
+    monkeypatch.setattr(convext._backend, "ENV_ERROR", "convext: CONVEXT_BACKEND='x' is not a backend")
+    with pytest.raises(ValueError, match="CONVEXT_BACKEND"):
+        streaming._resolve("auto", x)
+
+
 def _op_samples(device):
     g = torch.Generator().manual_seed(5)
 

@@ -201,7 +201,7 @@ def make_extension():
                 "-Xptxas=-warn-spills"]
         ext = cpp_extension.CUDAExtension(
             "convext._C", sources + cuda_sources, include_dirs=include_dirs,
-            extra_compile_args={"cxx": cxx + ["-DCONVEXT_WITH_CUDA"], "nvcc": nvcc + ["-DCONVEXT_WITH_CUDA"]},
+            extra_compile_args={"cxx": cxx, "nvcc": nvcc},
             extra_link_args=extra_link, py_limited_api=True)
     else:
         ext = cpp_extension.CppExtension(

@@ -18,7 +18,7 @@ abi=$($py -c "import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))")
 out=/tmp/nvcc_check/$(basename "$src").o
 mkdir -p /tmp/nvcc_check
 ${CUDA_HOME:-/usr/local/cuda}/bin/nvcc -c "$src" -o "$out" -Icsrc $inc -std=c++20 \
-  -D_GLIBCXX_USE_CXX11_ABI=$abi -DTORCH_EXTENSION_NAME=_C -DCONVEXT_WITH_CUDA \
+  -D_GLIBCXX_USE_CXX11_ABI=$abi -DTORCH_EXTENSION_NAME=_C \
   -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__ -D__CUDA_NO_BFLOAT16_CONVERSIONS__ -D__CUDA_NO_HALF2_OPERATORS__ \
   -gencode=arch=compute_90,code=sm_90 -O3 -DNDEBUG -lineinfo --expt-relaxed-constexpr --use_fast_math \
   -Xptxas=-v,-warn-spills --compiler-options '-fPIC' "$@"

@@ -20,6 +20,7 @@
 
 #include <optional>
 
+#include "cuda/launch_utils.cuh"
 #include "depthwise_conv1d_update.h"
 
 namespace convext {
@@ -84,7 +85,7 @@ at::Tensor depthwise_conv1d_update_cuda(const at::Tensor& x, const at::Tensor& c
                has_bias ? bias->stride(0) : 0};
   constexpr int kThreads = 128;
   const int64_t blocks = (rows + kThreads - 1) / kThreads;
-  TORCH_CHECK(blocks <= 2147483647LL, "convext: depthwise_conv1d_update: too many rows (", rows, ")");
+  TORCH_CHECK(blocks <= kI32Max, "convext: depthwise_conv1d_update: too many rows (", rows, ")");
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "convext_depthwise_conv1d_update_cuda", [&] {
     depthwise_conv1d_update_kernel<scalar_t><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(

@@ -8,13 +8,16 @@
 // family, else the planar family, which reads through the strides. The two fast families are off
 // with CONVEXT_DISABLE_FAST_PATHS=1.
 #include "cuda/depthwise_conv2d_backward_weight.cuh"
+#include "cuda/depthwise_conv2d_common.cuh"
 #include "cuda/depthwise_conv2d_nonfinite.cuh"
+#include "depthwise_conv2d.h"
 
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
 #include <tuple>
+#include <vector>
 
 namespace convext {
 namespace cuda {
@@ -33,17 +36,40 @@ bool cl_eligible(const at::Tensor& x, const at::Tensor& go, const DepthwiseConv2
   return is_aligned(x.const_data_ptr(), 16) && is_aligned(go.const_data_ptr(), 16);
 }
 
+// The families' workspaces (BwdWeightIO::alloc_workspace): acc-type tensors on the input's
+// device, held until the family has returned.
+struct Workspaces {
+  at::TensorOptions options;
+  std::vector<at::Tensor> held;
+};
+
+void* alloc_workspace(void* ctx, int64_t rows, int64_t cols) {
+  auto* w = static_cast<Workspaces*>(ctx);
+  w->held.push_back(at::empty({rows, cols}, w->options));
+  return w->held.back().mutable_data_ptr();
+}
+
 template <typename scalar_t>
 void run_families(const at::Tensor& x, const at::Tensor& go, const DepthwiseConv2dParams& p, at::Tensor& gw,
                   at::Tensor& gb, bool compute_bias, cudaStream_t stream) {
-  if (try_tensor_core_weight<scalar_t>(x, go, p, gw, gb, compute_bias, stream)) return;
+  if (run_bwd_weight_tc<scalar_t>(x, go, p, gw, gb, compute_bias, stream)) return;
+  Workspaces ws{x.options().dtype(c10::CppTypeToScalarType<AccType<scalar_t>>::value), {}};
+  BwdWeightIO io;
+  io.x = x.const_data_ptr<scalar_t>();
+  io.go = go.const_data_ptr<scalar_t>();
+  io.gw = gw.mutable_data_ptr<scalar_t>();
+  io.gb = compute_bias ? gb.mutable_data_ptr<scalar_t>() : nullptr;
+  io.stream = stream;
+  io.smem_optin = static_cast<int64_t>(at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin);
+  io.alloc_workspace = &alloc_workspace;
+  io.workspace_ctx = &ws;
   if (cl_eligible<scalar_t>(x, go, p)) {
-    if (run_bwd_weight_cl_fast<scalar_t>(x, go, p, gw, gb, compute_bias, stream)) return;
-    run_bwd_weight_cl<scalar_t>(x, go, p, gw, gb, compute_bias, stream);
+    if (run_bwd_weight_cl_fast<scalar_t>(p, io)) return;
+    run_bwd_weight_cl<scalar_t>(p, io);
     return;
   }
-  if (run_bwd_weight_planar_fast<scalar_t>(x, go, p, gw, gb, compute_bias, stream)) return;
-  run_bwd_weight_planar<scalar_t>(x, go, p, gw, gb, compute_bias, stream);
+  if (run_bwd_weight_planar_fast<scalar_t>(p, io)) return;
+  run_bwd_weight_planar<scalar_t>(p, io);
 }
 
 // Every family multiplies zero-filled padding / zero-extended rows (0 * NaN): the non-finite

@@ -18,39 +18,64 @@
 //
 // The planner (which family runs a shape) and the op are in depthwise_conv2d_backward_weight.cu;
 // the opt-in tensor-core family in depthwise_conv2d_tc.cu.
+//
+// No ATen header here (parsing ATen costs minutes of host compile per translation unit): the
+// planner checks the tensors, takes their raw pointers and hands the families a BwdWeightIO with a
+// workspace allocator; the families see the geometry as the plain DepthwiseConv2dParams.
 #pragma once
 
-#include "cuda/depthwise_conv2d_common.cuh"
+#include "cuda/depthwise_conv2d_device.cuh"
 #include "cuda/launch_utils.cuh"
 #include "cuda/static_switch.cuh"
-#include "depthwise_conv2d.h"
+#include "depthwise_conv2d_params.h"
+
+#include <c10/util/Exception.h>
+#include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <type_traits>
 
 namespace convext {
 namespace cuda {
 
 __host__ __device__ __forceinline__ int64_t imin64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-// Kernel families: grad_weight (and grad_bias when compute_bias) of x (input) and go (grad_output).
-// The run_* that return bool return false when the shape is not covered (the caller falls back).
-template <typename scalar_t>
-void run_bwd_weight_planar(const at::Tensor& x, const at::Tensor& go, const DepthwiseConv2dParams& p, at::Tensor& gw,
-    at::Tensor& gb, bool compute_bias, cudaStream_t stream);
-template <typename scalar_t>
-void run_bwd_weight_cl(const at::Tensor& x, const at::Tensor& go, const DepthwiseConv2dParams& p, at::Tensor& gw,
-    at::Tensor& gb, bool compute_bias, cudaStream_t stream);
-template <typename scalar_t>
-bool run_bwd_weight_planar_fast(const at::Tensor& x, const at::Tensor& go, const DepthwiseConv2dParams& p, at::Tensor& gw,
-    at::Tensor& gb, bool compute_bias, cudaStream_t stream);
-template <typename scalar_t>
-bool run_bwd_weight_cl_fast(const at::Tensor& x, const at::Tensor& go, const DepthwiseConv2dParams& p, at::Tensor& gw,
-    at::Tensor& gb, bool compute_bias, cudaStream_t stream);
+// What the planner hands a family: the tensors as raw pointers of the dispatched dtype (dtypes,
+// devices and shapes checked by the op), the stream, a device limit, and the workspace allocator.
+struct BwdWeightIO {
+  const void* x = nullptr;   // input (N, C_in, H, W), element strides p.in_strides
+  const void* go = nullptr;  // grad_output (N, C_out, H_out, W_out), element strides p.out_strides
+  void* gw = nullptr;        // grad_weight, contiguous (C_out, 1, KH, KW)
+  void* gb = nullptr;        // grad_bias, contiguous (C_out,); null when it is not computed
+  cudaStream_t stream = nullptr;
+  int64_t smem_optin = 0;    // the device's opt-in shared memory per block (sharedMemPerBlockOptin)
+  // A rows x cols workspace of acc_t (AccType of the dtype) on the tensors' device, owned by the
+  // planner and alive until the family's run_* has returned (kernels are stream-ordered).
+  void* (*alloc_workspace)(void* ctx, int64_t rows, int64_t cols) = nullptr;
+  void* workspace_ctx = nullptr;
 
-// Fixed-order reduction of the partials: ws[parts][per_part] (acc type) -> grad_weight, grad_bias.
+  template <typename acc_t>
+  acc_t* workspace(int64_t rows, int64_t cols) const {
+    return static_cast<acc_t*>(alloc_workspace(workspace_ctx, rows, cols));
+  }
+};
+
+// Kernel families: grad_weight (and grad_bias when io.gb is set) of io.x (input) and io.go
+// (grad_output). The run_* that return bool return false when the shape is not covered (the caller
+// falls back).
 template <typename scalar_t>
-void launch_reduce(const at::Tensor& ws, int64_t parts, int64_t per_part, int T1, at::Tensor& gw,
-                   at::Tensor& gb, bool compute_bias, cudaStream_t stream);
+void run_bwd_weight_planar(const DepthwiseConv2dParams& p, const BwdWeightIO& io);
+template <typename scalar_t>
+void run_bwd_weight_cl(const DepthwiseConv2dParams& p, const BwdWeightIO& io);
+template <typename scalar_t>
+bool run_bwd_weight_planar_fast(const DepthwiseConv2dParams& p, const BwdWeightIO& io);
+template <typename scalar_t>
+bool run_bwd_weight_cl_fast(const DepthwiseConv2dParams& p, const BwdWeightIO& io);
+
+// Fixed-order reduction of the partials: ws[parts][per_part] (acc type) -> io.gw, io.gb (if set).
+template <typename scalar_t>
+void launch_reduce(const void* ws, int64_t parts, int64_t per_part, int T1, const BwdWeightIO& io);
 
 }  // namespace cuda
 }  // namespace convext

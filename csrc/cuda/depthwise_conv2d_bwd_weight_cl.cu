@@ -3,7 +3,6 @@
 
 namespace convext {
 namespace cuda {
-CONVEXT_INSTANTIATE_FLOATING(void, run_bwd_weight_cl,
-    const at::Tensor&, const at::Tensor&, const DepthwiseConv2dParams&, at::Tensor&, at::Tensor&, bool, cudaStream_t);
+CONVEXT_INSTANTIATE_FLOATING(void, run_bwd_weight_cl, const DepthwiseConv2dParams&, const BwdWeightIO&);
 }  // namespace cuda
 }  // namespace convext

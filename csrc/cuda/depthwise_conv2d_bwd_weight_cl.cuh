@@ -178,8 +178,7 @@ dw_bwd_weight_cl_kernel(const scalar_t* __restrict__ x, const scalar_t* __restri
 }
 
 template <typename scalar_t, int KWB>
-void launch_cl(const at::Tensor& x, const at::Tensor& go, const DepthwiseConv2dParams& p, at::Tensor& gw,
-               at::Tensor& gb, bool compute_bias, cudaStream_t stream) {
+void launch_cl(const DepthwiseConv2dParams& p, const BwdWeightIO& io) {
   using acc_t = AccType<scalar_t>;
   constexpr int VC = vec16<scalar_t>();
   constexpr int VW = sizeof(scalar_t) == 2 ? 2 : 4;
@@ -207,7 +206,7 @@ void launch_cl(const at::Tensor& x, const at::Tensor& go, const DepthwiseConv2dP
   while (P * 2 * cvb * tgb <= kMaxThreads && P * 2 <= 64) P *= 2;
   const dim3 block(cvb, tgb, P);
   const int64_t gx = ceil_div<int64_t>(nvec, cvb), gy = ceil_div<int64_t>(a.ntg, tgb);
-  TORCH_CHECK(gx < (int64_t(1) << 31) && gy <= 65535, "convext: depthwise_conv2d_backward_weight: grid too large");
+  TORCH_CHECK(gx <= kI32Max && gy <= 65535, "convext: depthwise_conv2d_backward_weight: grid too large");
   const int64_t target = sm_count() * 16;
   const int64_t streams_work = ceil_div<int64_t>(a.units, P);
   int64_t nchunks = imin64(std::max<int64_t>(1, ceil_div(target, gx * gy)), streams_work);
@@ -216,25 +215,24 @@ void launch_cl(const at::Tensor& x, const at::Tensor& go, const DepthwiseConv2dP
   nchunks = ceil_div<int64_t>(a.units, a.units_per_chunk);
   const size_t smem = static_cast<size_t>(P / 2) * cvb * tgb * (KWB + 1) * VC * sizeof(acc_t);
   TORCH_INTERNAL_ASSERT(smem <= static_cast<size_t>(kDefaultSmem));
-  at::Tensor ws = at::empty({nchunks, a.C * a.T1}, x.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+  acc_t* ws = io.workspace<acc_t>(nchunks, a.C * a.T1);
   dw_bwd_weight_cl_kernel<scalar_t, KWB, VW>
       <<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(nchunks)), block, smem,
-         stream>>>(x.const_data_ptr<scalar_t>(), go.const_data_ptr<scalar_t>(), ws.mutable_data_ptr<acc_t>(), a);
+         io.stream>>>(static_cast<const scalar_t*>(io.x), static_cast<const scalar_t*>(io.go), ws, a);
   CONVEXT_LAUNCH_CHECK();
-  launch_reduce<scalar_t>(ws, nchunks, a.C * a.T1, a.T1, gw, gb, compute_bias, stream);
+  launch_reduce<scalar_t>(ws, nchunks, a.C * a.T1, a.T1, io);
 }
 
 template <typename scalar_t>
-void run_bwd_weight_cl(const at::Tensor& x, const at::Tensor& go, const DepthwiseConv2dParams& p, at::Tensor& gw,
-    at::Tensor& gb, bool compute_bias, cudaStream_t stream) {
+void run_bwd_weight_cl(const DepthwiseConv2dParams& p, const BwdWeightIO& io) {
   if constexpr (std::is_same_v<scalar_t, double>) {
-    launch_cl<scalar_t, 4>(x, go, p, gw, gb, compute_bias, stream);
+    launch_cl<scalar_t, 4>(p, io);
   } else {
     const int64_t w3 = ceil_div<int64_t>(p.kernel_w, 3) * 3, w4 = ceil_div<int64_t>(p.kernel_w, 4) * 4;
     if (w3 < w4) {
-      launch_cl<scalar_t, 3>(x, go, p, gw, gb, compute_bias, stream);
+      launch_cl<scalar_t, 3>(p, io);
     } else {
-      launch_cl<scalar_t, 4>(x, go, p, gw, gb, compute_bias, stream);
+      launch_cl<scalar_t, 4>(p, io);
     }
   }
 }

@@ -3,7 +3,6 @@
 
 namespace convext {
 namespace cuda {
-CONVEXT_INSTANTIATE_FLOATING(bool, run_bwd_weight_cl_fast,
-    const at::Tensor&, const at::Tensor&, const DepthwiseConv2dParams&, at::Tensor&, at::Tensor&, bool, cudaStream_t);
+CONVEXT_INSTANTIATE_FLOATING(bool, run_bwd_weight_cl_fast, const DepthwiseConv2dParams&, const BwdWeightIO&);
 }  // namespace cuda
 }  // namespace convext

@@ -176,8 +176,7 @@ dw_bwd_weight_cl_fast_kernel(const scalar_t* __restrict__ x, const scalar_t* __r
 }
 
 template <typename scalar_t, int K, int CV, int KHB, int VW, int VS>
-void launch_cl_fast(const at::Tensor& x, const at::Tensor& go, const DepthwiseConv2dParams& p, at::Tensor& gw,
-                    at::Tensor& gb, bool compute_bias, cudaStream_t stream) {
+void launch_cl_fast(const DepthwiseConv2dParams& p, const BwdWeightIO& io) {
   using acc_t = AccType<scalar_t>;
   CLFastArgs a{};
   a.C = p.out_channels;
@@ -212,13 +211,13 @@ void launch_cl_fast(const at::Tensor& x, const at::Tensor& go, const DepthwiseCo
   nchunks = std::max<int64_t>(1, imin64(nchunks, 4096));
   a.units_per_chunk = static_cast<int>(ceil_div<int64_t>(a.units, nchunks));
   nchunks = ceil_div<int64_t>(a.units, a.units_per_chunk);
-  TORCH_CHECK(gx < (int64_t(1) << 31), "convext: depthwise_conv2d_backward_weight: grid too large");
-  at::Tensor ws = at::empty({nchunks, a.C * a.T1}, x.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+  TORCH_CHECK(gx <= kI32Max, "convext: depthwise_conv2d_backward_weight: grid too large");
+  acc_t* ws = io.workspace<acc_t>(nchunks, a.C * a.T1);
   dw_bwd_weight_cl_fast_kernel<scalar_t, K, CV, KHB, VW, VS>
-      <<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(nchunks)), threads, 0, stream>>>(
-          x.const_data_ptr<scalar_t>(), go.const_data_ptr<scalar_t>(), ws.mutable_data_ptr<acc_t>(), a);
+      <<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(nchunks)), threads, 0, io.stream>>>(
+          static_cast<const scalar_t*>(io.x), static_cast<const scalar_t*>(io.go), ws, a);
   CONVEXT_LAUNCH_CHECK();
-  launch_reduce<scalar_t>(ws, nchunks, a.C * a.T1, a.T1, gw, gb, compute_bias, stream);
+  launch_reduce<scalar_t>(ws, nchunks, a.C * a.T1, a.T1, io);
 }
 
 // Fast channels_last path; false when the shape is not covered (caller falls back).
@@ -242,8 +241,7 @@ using ClFastConfigs = ConfigList<
 
 // Fast channels_last path; false when the shape is not covered (caller falls back).
 template <typename scalar_t>
-bool run_bwd_weight_cl_fast(const at::Tensor& x, const at::Tensor& go, const DepthwiseConv2dParams& p, at::Tensor& gw,
-    at::Tensor& gb, bool compute_bias, cudaStream_t stream) {
+bool run_bwd_weight_cl_fast(const DepthwiseConv2dParams& p, const BwdWeightIO& io) {
   if constexpr (std::is_same_v<scalar_t, double>) {
     return false;
   } else {
@@ -268,7 +266,7 @@ bool run_bwd_weight_cl_fast(const at::Tensor& x, const at::Tensor& go, const Dep
     return first_of(ClFastConfigs<scalar_t>{}, [&](auto cfg) {
       using C = decltype(cfg);
       if (!C::matches(K, vs)) return false;
-      launch_cl_fast<scalar_t, C::K, C::CV, C::KHB, C::VW, C::VS>(x, go, p, gw, gb, compute_bias, stream);
+      launch_cl_fast<scalar_t, C::K, C::CV, C::KHB, C::VW, C::VS>(p, io);
       return true;
     });
   }

@@ -242,8 +242,7 @@ inline double tile_cost(int64_t KH, int64_t KW, int tkh, int tkw) {
 }
 
 template <typename scalar_t, int TKH, int TKW>
-void launch_planar(const at::Tensor& x, const at::Tensor& go, const DepthwiseConv2dParams& p,
-                   at::Tensor& gw, at::Tensor& gb, bool compute_bias, cudaStream_t stream) {
+void launch_planar(const DepthwiseConv2dParams& p, const BwdWeightIO& io) {
   using acc_t = AccType<scalar_t>;
   constexpr int VH = planar_vh<acc_t, TKH, TKW>();
   PlanarArgs a{};
@@ -268,8 +267,7 @@ void launch_planar(const at::Tensor& x, const at::Tensor& go, const DepthwiseCon
   a.T1 = a.KH * a.KW + 1;
   a.R = a.reuse ? VH + TKH - 1 : (a.U - 1) * a.sh + (TKH - 1) * a.dh + 1;
 
-  const auto* prop = at::cuda::getCurrentDeviceProperties();
-  const int64_t smem_optin = static_cast<int64_t>(prop->sharedMemPerBlockOptin);
+  const int64_t smem_optin = io.smem_optin;
   const int64_t static_smem = static_cast<int64_t>(kMaxThreads / 32) * (TKH * TKW + 1) * sizeof(acc_t);
   int64_t unit_bytes = 0;
   for (;;) {
@@ -305,13 +303,13 @@ void launch_planar(const at::Tensor& x, const at::Tensor& go, const DepthwiseCon
   nchunks = ceil_div(rounds, rounds_per_chunk);
   a.units_per_chunk = rounds_per_chunk * G;
   const int64_t nblocks = nchunks * blocks_per_chunk;
-  TORCH_CHECK(nblocks < (int64_t(1) << 31), "convext: depthwise_conv2d_backward_weight: grid too large");
+  TORCH_CHECK(nblocks <= kI32Max, "convext: depthwise_conv2d_backward_weight: grid too large");
 
-  at::Tensor ws = at::empty({nchunks, a.C_out * a.T1}, x.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
-  kernel<<<static_cast<unsigned>(nblocks), threads, static_cast<size_t>(smem), stream>>>(
-      x.const_data_ptr<scalar_t>(), go.const_data_ptr<scalar_t>(), ws.mutable_data_ptr<acc_t>(), a);
+  acc_t* ws = io.workspace<acc_t>(nchunks, a.C_out * a.T1);
+  kernel<<<static_cast<unsigned>(nblocks), threads, static_cast<size_t>(smem), io.stream>>>(
+      static_cast<const scalar_t*>(io.x), static_cast<const scalar_t*>(io.go), ws, a);
   CONVEXT_LAUNCH_CHECK();
-  launch_reduce<scalar_t>(ws, nchunks, a.C_out * a.T1, a.T1, gw, gb, compute_bias, stream);
+  launch_reduce<scalar_t>(ws, nchunks, a.C_out * a.T1, a.T1, io);
 }
 
 // Tap blocks compiled per dtype, in the order the cost model breaks ties (float64: 3x3 only).
@@ -323,10 +321,9 @@ using PlanarTapBlocks = ConfigList<PlanarTapBlock<3, 3>, PlanarTapBlock<5, 5>, P
                                    PlanarTapBlock<8, 8>, PlanarTapBlock<1, 12>>;
 
 template <typename scalar_t>
-void run_bwd_weight_planar(const at::Tensor& x, const at::Tensor& go, const DepthwiseConv2dParams& p, at::Tensor& gw,
-    at::Tensor& gb, bool compute_bias, cudaStream_t stream) {
+void run_bwd_weight_planar(const DepthwiseConv2dParams& p, const BwdWeightIO& io) {
   if constexpr (std::is_same_v<scalar_t, double>) {
-    launch_planar<scalar_t, 3, 3>(x, go, p, gw, gb, compute_bias, stream);
+    launch_planar<scalar_t, 3, 3>(p, io);
   } else {
     int best = 0, i = 0;
     double best_cost = 0;
@@ -341,7 +338,7 @@ void run_bwd_weight_planar(const at::Tensor& x, const at::Tensor& go, const Dept
     });
     visit_at(PlanarTapBlocks{}, best, [&](auto cfg) {
       using C = decltype(cfg);
-      launch_planar<scalar_t, C::TKH, C::TKW>(x, go, p, gw, gb, compute_bias, stream);
+      launch_planar<scalar_t, C::TKH, C::TKW>(p, io);
     });
   }
 }

@@ -197,8 +197,7 @@ dw_bwd_weight_planar_fast_kernel(const scalar_t* __restrict__ x, const scalar_t*
 }
 
 template <typename scalar_t, int K, int A>
-bool launch_planar_fast(const at::Tensor& x, const at::Tensor& go, const DepthwiseConv2dParams& p, at::Tensor& gw,
-                        at::Tensor& gb, bool compute_bias, cudaStream_t stream) {
+bool launch_planar_fast(const DepthwiseConv2dParams& p, const BwdWeightIO& io) {
   using acc_t = AccType<scalar_t>;
   constexpr int RV = pf_rv<K, A>();
   constexpr int SR = A * (RV - 1) + K;
@@ -250,14 +249,14 @@ bool launch_planar_fast(const at::Tensor& x, const at::Tensor& go, const Depthwi
   nchunks = ceil_div(rounds, rpc);
   a.units_per_chunk = static_cast<int>(rpc * G);
   const int64_t nblocks = nchunks * a.C_out;
-  if (nblocks >= (int64_t(1) << 31)) return false;
+  if (nblocks > kI32Max) return false;
 
-  at::Tensor ws = at::empty({nchunks, a.C_out * a.T1}, x.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+  acc_t* ws = io.workspace<acc_t>(nchunks, a.C_out * a.T1);
   dw_bwd_weight_planar_fast_kernel<scalar_t, K, A>
-      <<<static_cast<unsigned>(nblocks), threads, static_cast<size_t>(smem), stream>>>(
-          x.const_data_ptr<scalar_t>(), go.const_data_ptr<scalar_t>(), ws.mutable_data_ptr<acc_t>(), a);
+      <<<static_cast<unsigned>(nblocks), threads, static_cast<size_t>(smem), io.stream>>>(
+          static_cast<const scalar_t*>(io.x), static_cast<const scalar_t*>(io.go), ws, a);
   CONVEXT_LAUNCH_CHECK();
-  launch_reduce<scalar_t>(ws, nchunks, a.C_out * a.T1, a.T1, gw, gb, compute_bias, stream);
+  launch_reduce<scalar_t>(ws, nchunks, a.C_out * a.T1, a.T1, io);
   return true;
 }
 
@@ -274,8 +273,7 @@ using PlanarFastConfigs = ConfigList<PlanarFastConfig<3, 1>, PlanarFastConfig<3,
 
 // Fast planar path; false when the shape is not covered (caller falls back).
 template <typename scalar_t>
-bool run_bwd_weight_planar_fast(const at::Tensor& x, const at::Tensor& go, const DepthwiseConv2dParams& p, at::Tensor& gw,
-    at::Tensor& gb, bool compute_bias, cudaStream_t stream) {
+bool run_bwd_weight_planar_fast(const DepthwiseConv2dParams& p, const BwdWeightIO& io) {
   if constexpr (std::is_same_v<scalar_t, double>) {
     return false;
   } else {
@@ -296,7 +294,7 @@ bool run_bwd_weight_planar_fast(const at::Tensor& x, const at::Tensor& go, const
     }
     return first_of(PlanarFastConfigs{}, [&](auto cfg) {
       using C = decltype(cfg);
-      return C::matches(K, A) && launch_planar_fast<scalar_t, C::K, C::A>(x, go, p, gw, gb, compute_bias, stream);
+      return C::matches(K, A) && launch_planar_fast<scalar_t, C::K, C::A>(p, io);
     });
   }
 }

@@ -3,7 +3,6 @@
 
 namespace convext {
 namespace cuda {
-CONVEXT_INSTANTIATE_FLOATING(void, launch_reduce, const at::Tensor&, int64_t, int64_t, int, at::Tensor&, at::Tensor&,
-                             bool, cudaStream_t);
+CONVEXT_INSTANTIATE_FLOATING(void, launch_reduce, const void*, int64_t, int64_t, int, const BwdWeightIO&);
 }  // namespace cuda
 }  // namespace convext

@@ -38,15 +38,14 @@ dw_bwd_weight_reduce_kernel(const AccType<scalar_t>* __restrict__ ws, int64_t pa
 }
 
 template <typename scalar_t>
-void launch_reduce(const at::Tensor& ws, int64_t parts, int64_t per_part, int T1, at::Tensor& gw,
-                   at::Tensor& gb, bool compute_bias, cudaStream_t stream) {
+void launch_reduce(const void* ws, int64_t parts, int64_t per_part, int T1, const BwdWeightIO& io) {
   using acc_t = AccType<scalar_t>;
   const dim3 block(32, 8);
   const int64_t nb = ceil_div<int64_t>(per_part, 32);
-  TORCH_CHECK(nb < (int64_t(1) << 31), "convext: depthwise_conv2d_backward_weight: too many channels");
-  dw_bwd_weight_reduce_kernel<scalar_t><<<static_cast<unsigned>(nb), block, 0, stream>>>(
-      ws.const_data_ptr<acc_t>(), parts, per_part, T1, gw.mutable_data_ptr<scalar_t>(),
-      compute_bias ? gb.mutable_data_ptr<scalar_t>() : nullptr);
+  TORCH_CHECK(nb <= kI32Max, "convext: depthwise_conv2d_backward_weight: too many channels");
+  dw_bwd_weight_reduce_kernel<scalar_t><<<static_cast<unsigned>(nb), block, 0, io.stream>>>(
+      static_cast<const acc_t*>(ws), parts, per_part, T1, static_cast<scalar_t*>(io.gw),
+      static_cast<scalar_t*>(io.gb));
   CONVEXT_LAUNCH_CHECK();
 }
 

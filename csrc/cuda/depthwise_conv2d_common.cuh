@@ -6,10 +6,11 @@
 //
 //   CONVEXT_DISPATCH_FLOATING(scalar_type, name, ...)   scalar_t = float/double/half/bf16
 //   run_depthwise_engine(...)          the forward / grad-input correlation engine
-//   try_tensor_core / try_tensor_core_weight            the opt-in tensor-core path
+//   run_fwd_tc / run_bwd_weight_tc     the opt-in tensor-core path
 #pragma once
 
 #include "cuda/depthwise_conv2d_device.cuh"
+#include "depthwise_conv2d_params.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -39,15 +40,12 @@ void run_depthwise_engine(const at::Tensor& src, const at::Tensor& weight, const
 // Large-kernel stride-1 correlation on tensor cores (depthwise_conv2d_tc.cu): true when it ran.
 // fp16 / bf16 only, opt-in with CONVEXT_CUDA_TC=1 until validated on a GPU.
 template <typename T>
-bool try_tensor_core(const at::Tensor& src, const at::Tensor& dst, const CorrArgs& a, cudaStream_t stream);
+bool run_fwd_tc(const at::Tensor& src, const at::Tensor& dst, const CorrArgs& a, cudaStream_t stream);
 
-}  // namespace cuda
-struct DepthwiseConv2dParams;
-namespace cuda {
 // grad-weight (+ grad-bias) counterpart, same conditions (depthwise_conv2d_tc.cu).
 template <typename T>
-bool try_tensor_core_weight(const at::Tensor& input, const at::Tensor& grad_output, const DepthwiseConv2dParams& p,
-                            at::Tensor& gw, at::Tensor& gb, bool compute_bias, cudaStream_t stream);
+bool run_bwd_weight_tc(const at::Tensor& input, const at::Tensor& grad_output, const DepthwiseConv2dParams& p,
+                       at::Tensor& gw, at::Tensor& gb, bool compute_bias, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace convext

@@ -1,6 +1,7 @@
 // Device helpers of convext's CUDA kernels and the engine's argument struct, with no ATen
-// include (the kernel-family translation units include only this, launch_utils.cuh and
-// static_switch.cuh, so they compile fast). depthwise_conv2d_common.cuh adds the ATen-facing parts.
+// include (the kernel-family translation units include only this, launch_utils.cuh,
+// static_switch.cuh and ../depthwise_conv2d_params.h, so they compile fast).
+// depthwise_conv2d_common.cuh adds the ATen-facing parts.
 //
 //   convext::cuda::AccType<T>          float for float/half/bf16, double for double
 //   convext::cuda::to_acc(x)           T -> AccType<T>

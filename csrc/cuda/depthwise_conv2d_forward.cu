@@ -52,7 +52,7 @@ void run_engine_typed(const at::Tensor& src, const at::Tensor& dst, const CorrAr
   const bool dst_cl = dst.suggest_memory_format() == at::MemoryFormat::ChannelsLast && a.C_dst > 1;
   if constexpr (!std::is_same_v<T, double>) {
     if (a.gather && fast_path_enabled(kFpGather) && run_fwd_gather<T>(a, dst_cl, stream)) return;
-    if (!a.gather && try_tensor_core<T>(src, dst, a, stream)) {
+    if (!a.gather && run_fwd_tc<T>(src, dst, a, stream)) {
       launch_nonfinite_fixup<T>(a, dst_cl, stream);  // band GEMMs: off-band and padding zeros
       return;
     }

@@ -16,9 +16,10 @@
 // order differs from the CUDA-core kernels.
 //
 // grad-weight: tc_weight_kernel below (band diagonals of X^T GO).
-// Opt-in until a GPU has validated it: CONVEXT_CUDA_TC=1 enables it (see try_tensor_core).
+// Opt-in until a GPU has validated it: CONVEXT_CUDA_TC=1 enables it (see run_fwd_tc).
 #include "cuda/depthwise_conv2d_common.cuh"
 #include "cuda/launch_utils.cuh"
+#include "cuda/static_switch.cuh"
 #include "depthwise_conv2d.h"
 
 #include <mma.h>
@@ -275,7 +276,7 @@ tc_weight_kernel(const T* __restrict__ x, const T* __restrict__ go, float* __res
 // src / dst of any layout: channels_last (or otherwise non-row-contiguous) ones go through an NCHW
 // copy, the conv being compute-bound at these kernel sizes.
 template <typename T>
-bool try_tensor_core(const at::Tensor& src, const at::Tensor& dst, const CorrArgs& a, cudaStream_t stream) {
+bool run_fwd_tc(const at::Tensor& src, const at::Tensor& dst, const CorrArgs& a, cudaStream_t stream) {
   if constexpr (!(std::is_same_v<T, c10::Half> || std::is_same_v<T, c10::BFloat16>)) {
     return false;
   } else {
@@ -325,8 +326,8 @@ bool try_tensor_core(const at::Tensor& src, const at::Tensor& dst, const CorrArg
 // grad-weight (+ grad-bias) of a stride-1 large fp16/bf16 kernel on tensor cores; false when the
 // geometry does not suit (then the CUDA-core kernels run).
 template <typename T>
-bool try_tensor_core_weight(const at::Tensor& input, const at::Tensor& grad_output, const DepthwiseConv2dParams& p,
-                            at::Tensor& gw, at::Tensor& gb, bool compute_bias, cudaStream_t stream) {
+bool run_bwd_weight_tc(const at::Tensor& input, const at::Tensor& grad_output, const DepthwiseConv2dParams& p,
+                       at::Tensor& gw, at::Tensor& gb, bool compute_bias, cudaStream_t stream) {
   if constexpr (!(std::is_same_v<T, c10::Half> || std::is_same_v<T, c10::BFloat16>)) {
     return false;
   } else {
@@ -369,19 +370,9 @@ bool try_tensor_core_weight(const at::Tensor& input, const at::Tensor& grad_outp
   }
 }
 
-#define CONVEXT_TC_WEIGHT(T) \
-  template bool try_tensor_core_weight<T>(const at::Tensor&, const at::Tensor&, const DepthwiseConv2dParams&, \
-                                          at::Tensor&, at::Tensor&, bool, cudaStream_t);
-CONVEXT_TC_WEIGHT(float)
-CONVEXT_TC_WEIGHT(double)
-CONVEXT_TC_WEIGHT(c10::Half)
-CONVEXT_TC_WEIGHT(c10::BFloat16)
-#undef CONVEXT_TC_WEIGHT
-
-template bool try_tensor_core<float>(const at::Tensor&, const at::Tensor&, const CorrArgs&, cudaStream_t);
-template bool try_tensor_core<double>(const at::Tensor&, const at::Tensor&, const CorrArgs&, cudaStream_t);
-template bool try_tensor_core<c10::Half>(const at::Tensor&, const at::Tensor&, const CorrArgs&, cudaStream_t);
-template bool try_tensor_core<c10::BFloat16>(const at::Tensor&, const at::Tensor&, const CorrArgs&, cudaStream_t);
+CONVEXT_INSTANTIATE_FLOATING(bool, run_bwd_weight_tc, const at::Tensor&, const at::Tensor&, const DepthwiseConv2dParams&,
+                             at::Tensor&, at::Tensor&, bool, cudaStream_t);
+CONVEXT_INSTANTIATE_FLOATING(bool, run_fwd_tc, const at::Tensor&, const at::Tensor&, const CorrArgs&, cudaStream_t);
 
 }  // namespace cuda
 }  // namespace convext

@@ -1,10 +1,10 @@
 // Host-side helpers and limits shared by convext's CUDA launchers (forward engine, grad-weight,
 // tensor-core path). Device helpers (AccType, vector loads, CorrArgs) are in
 // depthwise_conv2d_device.cuh; this header is for the code that plans and launches kernels. It
-// includes no ATen header, so the forward kernel-family translation units compile fast.
+// includes no ATen header, so the kernel-family translation units compile fast.
 //
 //   kMaxThreads, kMaxSmem, kDefaultSmem, kI32Max   limits every launcher plans against
-//   max_offset / strided_fits_i32                   int32 index-range checks of a strided 4-D view
+//   max_offset / engine_fits_i32                    int32 index-range checks of strided 4-D views
 //   fill_i32_geometry(cfg, a)                       the int32 geometry fields shared by the configs
 //   set_smem_limit(kernel, bytes)                   opt in to > 48 KiB of dynamic shared memory
 //   sm_count()                                      SMs of the current device (cached per device)
@@ -38,16 +38,6 @@ inline int64_t max_offset(const int64_t* sizes, const int64_t* strides) {
   return m;
 }
 
-// A 4-D view whose sizes are in [1, 2^31), strides in [0, 2^31) and whose largest offset is
-// below `offset_limit`: kernels with 32-bit index math may address it.
-inline bool strided_fits_i32(const int64_t* sizes, const int64_t* strides, int64_t offset_limit) {
-  for (int i = 0; i < 4; ++i) {
-    if (sizes[i] < 1 || sizes[i] >= kI32Max) return false;
-    if (strides[i] < 0 || strides[i] >= kI32Max) return false;
-  }
-  return max_offset(sizes, strides) < offset_limit;
-}
-
 // Both views of the correlation engine (src and dst) fit 32-bit index math.
 inline bool engine_fits_i32(const CorrArgs& a, int64_t offset_limit) {
   const int64_t ssz[4] = {a.N, a.C_src, a.H_src, a.W_src};
@@ -75,7 +65,7 @@ void fill_i32_geometry(Cfg& g, const CorrArgs& a) {
 // Kernels planned with more than the default 48 KiB of dynamic shared memory must opt in.
 template <typename Kernel>
 void set_smem_limit(Kernel kernel, int bytes) {
-  if (bytes > 48 * 1024) {
+  if (bytes > kDefaultSmem) {
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSmem));
   }
 }

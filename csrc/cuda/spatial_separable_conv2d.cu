@@ -22,6 +22,7 @@
 // Padded taps are skipped, never multiplied (a NaN / inf weight meets only real elements, as in
 // F.conv2d). Accumulation and the intermediate: float (double for double).
 #include "cuda/depthwise_conv2d_common.cuh"
+#include "cuda/launch_utils.cuh"
 #include "depthwise_conv2d.h"
 
 #include <torch/library.h>
@@ -347,10 +348,10 @@ at::Tensor spatial_separable_conv2d_cuda(const at::Tensor& input, const at::Tens
     const size_t smem = static_cast<size_t>(kTileH * span) * sizeof(acc_t);
     const scalar_t* bvp = opt_ptr<scalar_t>(bv, bvk);
     const scalar_t* bhp = opt_ptr<scalar_t>(bh, bhk);
-    if (!cl && smem <= 48 * 1024) {
+    if (!cl && smem <= static_cast<size_t>(kDefaultSmem)) {
       const int64_t tiles_h = ceil_div<int64_t>(a.Ho, kTileH), tiles_w = ceil_div<int64_t>(a.Wo, kTileW);
       const int64_t blocks = a.N * a.Cout * tiles_h * tiles_w;
-      TORCH_CHECK(blocks <= 2147483647LL, "convext: spatial_separable_conv2d CUDA kernel: too many tiles");
+      TORCH_CHECK(blocks <= kI32Max, "convext: spatial_separable_conv2d CUDA kernel: too many tiles");
       ss_fwd_tiled_kernel<scalar_t><<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(
           input.const_data_ptr<scalar_t>(), wvc.const_data_ptr<scalar_t>(), bvp, whc.const_data_ptr<scalar_t>(),
           bhp, y.mutable_data_ptr<scalar_t>(), a, span, tiles_h, tiles_w);

@@ -25,9 +25,7 @@ namespace convext {
 namespace cuda {
 
 template <typename... Cfgs>
-struct ConfigList {
-  static constexpr int size = static_cast<int>(sizeof...(Cfgs));
-};
+struct ConfigList {};
 
 template <typename... Cfgs, typename F>
 bool first_of(ConfigList<Cfgs...>, F&& try_one) {

@@ -115,7 +115,7 @@ def test_depthwise_other_autotune_configs(which, layout, geometry, monkeypatch):
     """Every depthwise kernel launched with its second (last) distinct config instead of the first:
     other tile shapes (TILE_H != TILE_W, other BLOCK_C, outputs per thread, kernel rows per pass)."""
     import triton
-    from convext.triton import depthwise_conv2d as dwk
+    from convext.triton import _common
 
     picked = []
 
@@ -125,7 +125,7 @@ def test_depthwise_other_autotune_configs(which, layout, geometry, monkeypatch):
         picked.append((kernel.fn.__name__ if hasattr(kernel, "fn") else str(kernel), len(configs) > 1))
         return triton.autotune(configs=[cfg], key=key)(kernel)
 
-    monkeypatch.setattr(dwk, "_tuner", tuner)
+    monkeypatch.setattr(_common, "_tuner", tuner)
     k, s, p, d = geometry
     # C*M = 8: full channel blocks for channels_last; W = 40: NCHW tiles 64 wide
     x, w, b = make_inputs(1, 4, 13, 40, k, 2, True, torch.float32)
@@ -236,11 +236,11 @@ BIG_VIEWS = [
 def test_depthwise_offsets_past_2pow31(view, tmp_path):
     """Forward, grad-input and grad-weight read tensors whose offsets pass 2**31 (the kernels take
     their int64 paths: per-image / per-channel bases, INT64 tiles), fp16 as on the GPU."""
-    from convext.triton import depthwise_conv2d as dwk
+    from convext.triton._common import _needs_int64
 
     _, shape, strides, go_strides = view
     x = _sparse_view(tmp_path, "x.bin", shape, strides)
-    assert dwk._needs_int64(x)
+    assert _needs_int64(x)
     C = shape[1]
     w = (torch.randn(2 * C, 1, 3, 3) / 3).half()
     b = torch.randn(2 * C).half()

@@ -267,17 +267,27 @@ def test_separable_batch_offsets_past_2pow31(tmp_path):
     _check_separable(t, 1, 1, 1, ("relu", None))
 
 
-# Known failures (found by this file; they crash the process, so each runs in a child): offsets
-# past 2**31 *within* one image. The depthwise kernels compute a tap's row offset (i * DH) * s_h
-# in int32 even on their INT64 path (a row stride of 2**30: rows 2 and later); the fused separable
-# kernels compute channel offsets offs_k * sxc in int32 (one image of more than 2**31 elements,
-# e.g. 1 x 128 x 4096 x 4096). strict: once fixed, these xpass and fail until unmarked.
+# Offsets past 2**31 *within* one image (each case runs in a child: a 32-bit offset crashes the
+# process). They were 32-bit until the INT64 kernel variants cast every stride to int64: the
+# depthwise kernels computed a tap's row offset (i * DH) * s_h in int32 (a row stride of 2**30:
+# rows 2 and later), the fused separable kernels the channel offsets offs_k * sxc (one image of
+# more than 2**31 elements, e.g. 1 x 128 x 4096 x 4096; they had no INT64 variant).
 WITHIN_IMAGE = {
     "depthwise-row-stride": """
         x = view((1, 1, 3, 5), (3 * BIG, 3 * BIG, BIG, 1))
         w = torch.randn(1, 1, 3, 3).half()
         y = convext.depthwise_conv2d(x, w, None, 1, 1, backend="triton")
         ref = F.conv2d(x.double(), w.double(), None, 1, 1)
+    """,
+    "depthwise-row-stride-grad-weight": """
+        x = view((1, 1, 3, 5), (3 * BIG, 3 * BIG, BIG, 1))
+        w = torch.randn(1, 1, 3, 3).half().requires_grad_()
+        go = torch.randn(1, 1, 3, 5).half()
+        convext.depthwise_conv2d(x, w, None, 1, 1, backend="triton").backward(go)
+        y = w.grad
+        wd = w.detach().double().requires_grad_()
+        F.conv2d(x.double(), wd, None, 1, 1).backward(go.double())
+        ref = wd.grad
     """,
     "separable-channel-stride": """
         x = view((1, 3, 4, 5), (3 * BIG, BIG, 5, 1))
@@ -289,7 +299,6 @@ WITHIN_IMAGE = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="int32 offsets within one image past 2**31 (see WITHIN_IMAGE)")
 @pytest.mark.parametrize("case", list(WITHIN_IMAGE))
 def test_offsets_past_2pow31_within_an_image(case, tmp_path):
     code = textwrap.dedent("""

@@ -35,6 +35,14 @@ def _udiv(a, b):
 
 
 @triton.jit
+def _int64x4(a, b, c, d):
+    """Four strides as int64, for the INT64 kernel variants: every offset computed from them (a
+    tap's scalar row / column offset included) is then 64-bit.  tl.cast, not .to(): a stride
+    equal to 1 is specialised to a constexpr."""
+    return tl.cast(a, tl.int64), tl.cast(b, tl.int64), tl.cast(c, tl.int64), tl.cast(d, tl.int64)
+
+
+@triton.jit
 def _zeros_2d(D0: tl.constexpr, D1: tl.constexpr, ACC_F64: tl.constexpr):
     """A [D0, D1] accumulator: float64 when ACC_F64, else float32."""
     if ACC_F64:

@@ -18,7 +18,7 @@ import triton.language as tl
 
 from . import _common
 from . import depthwise_conv2d_tc as _tc
-from ._common import (_acc_weights, _alloc_like, _is_channels_last, _is_fake, _needs_int64,
+from ._common import (_acc_weights, _alloc_like, _int64x4, _is_channels_last, _is_fake, _needs_int64,
                       _size_class, _traced_interpreted, _zeros_2d)
 from .depthwise_conv2d_forward import (_nchw_conv_tile, _nchw_tile, _nchw_tile_configs,
                                        _nchw_window_in, _nhwc_conv_tile, _nhwc_tile,
@@ -107,6 +107,9 @@ def _dw_bwd_in_nchw_kernel(
     ACC_F64: tl.constexpr, INT64: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, FIXUP: tl.constexpr,
 ):
+    if INT64:  # offsets inside one image past 2**31: every stride, so every offset, in int64
+        sgn, sgc, sgh, sgw = _int64x4(sgn, sgc, sgh, sgw)
+        sin, sic, sih, siw = _int64x4(sin, sic, sih, siw)
     n, ic, ih, iw, ih0, iw0 = _nchw_tile(tl.program_id(0), C_in, H, W, BLOCK_H, BLOCK_W, INT64)
     acc = _zeros_2d(BLOCK_H, BLOCK_W, ACC_F64)
     go_base = go_ptr + n.to(tl.int64) * sgn + (ic * M).to(tl.int64) * sgc
@@ -189,6 +192,9 @@ def _dw_bwd_in_nhwc_kernel(
     ACC_F64: tl.constexpr, INT64: tl.constexpr,
     TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_C: tl.constexpr, FIXUP: tl.constexpr,
 ):
+    if INT64:  # offsets inside one image past 2**31: every stride, so every offset, in int64
+        sgn, sgc, sgh, sgw = _int64x4(sgn, sgc, sgh, sgw)
+        sin, sic, sih, siw = _int64x4(sin, sic, sih, siw)
     n, ih, iw, ic, c_ok, ih0, iw0, ic0 = _nhwc_tile(tl.program_id(0), C_in, H, W, TILE_H, TILE_W,
                                                     BLOCK_C, INT64)
     C_out = C_in * M

@@ -17,7 +17,7 @@ import triton.language as tl
 
 from . import _common
 from . import depthwise_conv2d_tc as _tc
-from ._common import (_cfg, _is_channels_last, _is_fake, _needs_int64, _pow2_bucket, _size_class,
+from ._common import (_cfg, _int64x4, _is_channels_last, _is_fake, _needs_int64, _pow2_bucket, _size_class,
                       _traced_interpreted, _udiv, _zeros_2d)
 from .depthwise_conv2d_forward import _nchw_window_in
 
@@ -119,6 +119,9 @@ def _dw_bwd_w_nchw_kernel(
     COMPUTE_BIAS: tl.constexpr, ACC_F64: tl.constexpr, INT64: tl.constexpr,
     BH: tl.constexpr, BW: tl.constexpr, KR: tl.constexpr, FIXUP: tl.constexpr,
 ):
+    if INT64:  # offsets inside one image past 2**31: every stride, so every offset, in int64
+        sgn, sgc, sgh, sgw = _int64x4(sgn, sgc, sgh, sgw)
+        sxn, sxc, sxh, sxw = _int64x4(sxn, sxc, sxh, sxw)
     pid = tl.program_id(0)
     chunk, oc = _udiv(pid, C_out)
     ic = oc // M
@@ -229,6 +232,9 @@ def _dw_bwd_w_nhwc_kernel(
     TH: tl.constexpr, TW: tl.constexpr, BLOCK_C: tl.constexpr, KR: tl.constexpr,
     FIXUP: tl.constexpr,
 ):
+    if INT64:  # offsets inside one image past 2**31: every stride, so every offset, in int64
+        sgn, sgc, sgh, sgw = _int64x4(sgn, sgc, sgh, sgw)
+        sxn, sxc, sxh, sxw = _int64x4(sxn, sxc, sxh, sxw)
     pid = tl.program_id(0)
     chunk, cb = _udiv(pid, tl.cdiv(C_out, BLOCK_C))
     t0 = chunk * per_chunk

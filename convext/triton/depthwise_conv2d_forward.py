@@ -21,8 +21,8 @@ import triton.language as tl
 
 from . import _common
 from . import depthwise_conv2d_tc as _tc
-from ._common import (_acc_weights, _alloc_like, _cfg, _is_channels_last, _is_fake, _needs_int64,
-                      _out_size, _size_class, _traced_interpreted, _udiv, _zeros_2d)
+from ._common import (_acc_weights, _alloc_like, _cfg, _int64x4, _is_channels_last, _is_fake,
+                      _needs_int64, _out_size, _size_class, _traced_interpreted, _udiv, _zeros_2d)
 
 __all__ = ["_triton_depthwise_conv2d"]
 
@@ -235,6 +235,9 @@ def _dw_fwd_nchw_kernel(
     HAS_BIAS: tl.constexpr, ACC_F64: tl.constexpr, INT64: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, FIXUP: tl.constexpr,
 ):
+    if INT64:  # offsets inside one image past 2**31: every stride, so every offset, in int64
+        sxn, sxc, sxh, sxw = _int64x4(sxn, sxc, sxh, sxw)
+        syn, syc, syh, syw = _int64x4(syn, syc, syh, syw)
     n, oc, oh, ow, oh0, ow0 = _nchw_tile(tl.program_id(0), C_out, H_out, W_out, BLOCK_H, BLOCK_W,
                                          INT64)
     if INT64:
@@ -369,6 +372,9 @@ def _dw_fwd_nhwc_kernel(
     HAS_BIAS: tl.constexpr, ACC_F64: tl.constexpr, INT64: tl.constexpr,
     TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_C: tl.constexpr, FIXUP: tl.constexpr,
 ):
+    if INT64:  # offsets inside one image past 2**31: every stride, so every offset, in int64
+        sxn, sxc, sxh, sxw = _int64x4(sxn, sxc, sxh, sxw)
+        syn, syc, syh, syw = _int64x4(syn, syc, syh, syw)
     n, oh, ow, oc, c_ok, oh0, ow0, oc0 = _nhwc_tile(tl.program_id(0), C_out, H_out, W_out, TILE_H,
                                                     TILE_W, BLOCK_C, INT64)
     ic = oc // M

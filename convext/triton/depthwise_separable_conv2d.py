@@ -33,7 +33,8 @@ from torch.library import triton_op
 from . import _common
 from . import depthwise_conv2d  # noqa: F401  (registers the depthwise ops the backward calls)
 from ._common import (_INTERPRET, _NO_AUTOTUNE, _acc_weights, _alloc_like, _any_fake,
-                      _is_channels_last, _next_pow2, _opaque_when_interpreted, _out_size)
+                      _is_channels_last, _needs_int64, _next_pow2, _opaque_when_interpreted,
+                      _out_size)
 from .depthwise_separable_conv2d_kernels import _sep_bwd_gz_kernel, _sep_bwd_pw_kernel, _sep_fwd_kernel
 
 __all__ = ["_triton_depthwise_separable_conv2d", "_triton_depthwise_separable_conv2d_backward"]
@@ -117,6 +118,7 @@ def _launch(tuned, raw, grid, is_f64, tensors, args, kwargs):
     """
     if _INTERPRET and _any_fake(*tensors):
         return
+    kwargs = dict(kwargs, INT64=_needs_int64(*tensors))  # offsets inside one image past 2**31
     if is_f64:
         _common._launcher(raw)[grid](*args, **kwargs, **_F64_META)
     else:

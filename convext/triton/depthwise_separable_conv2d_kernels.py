@@ -12,7 +12,7 @@ sum).
 import triton
 import triton.language as tl
 
-from ._common import _zeros_1d, _zeros_2d
+from ._common import _int64x4, _zeros_1d, _zeros_2d
 
 
 # ----------------------------------------------------------------------------------------------
@@ -199,9 +199,13 @@ def _sep_fwd_kernel(
     DH: tl.constexpr, DW: tl.constexpr,
     HAS_DWB: tl.constexpr, HAS_PWB: tl.constexpr, ACT1: tl.constexpr, ACT2: tl.constexpr,
     GRAD_MODE: tl.constexpr, DOT_MODE: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_K: tl.constexpr,
+    INT64: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """y = act2(pw @ act1(dw(x))); GRAD_MODE: y := gy * act2'(pw @ act1(dw(x)) + pw_b)."""
+    if INT64:  # offsets inside one image past 2**31: every stride, so every offset, in int64
+        sxn, sxc, sxh, sxw = _int64x4(sxn, sxc, sxh, sxw)
+        syn, syc, syh, syw = _int64x4(syn, syc, syh, syw)
+        sgn, sgc, sgh, sgw = _int64x4(sgn, sgc, sgh, sgw)
     IS_F64: tl.constexpr = DOT_MODE == 3
     pid = tl.program_id(0)
     num_co = tl.cdiv(COUT, BLOCK_CO)
@@ -264,9 +268,13 @@ def _sep_bwd_gz_kernel(
     M: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     DH: tl.constexpr, DW: tl.constexpr,
     HAS_DWB: tl.constexpr, ACT1: tl.constexpr, ACT2: tl.constexpr, DOT_MODE: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_K: tl.constexpr,
+    INT64: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """grad_z[n, k, p] = (sum_co g[n, co, p] * pw[co, k]) * act1'(z[n, k, p])."""
+    if INT64:  # offsets inside one image past 2**31: every stride, so every offset, in int64
+        sxn, sxc, sxh, sxw = _int64x4(sxn, sxc, sxh, sxw)
+        sgn, sgc, sgh, sgw = _int64x4(sgn, sgc, sgh, sgw)
+        szn, szc, szh, szw = _int64x4(szn, szc, szh, szw)
     IS_F64: tl.constexpr = DOT_MODE == 3
     pid = tl.program_id(0)
     num_k = tl.cdiv(CM, BLOCK_K)
@@ -319,9 +327,12 @@ def _sep_bwd_pw_kernel(
     DH: tl.constexpr, DW: tl.constexpr,
     HAS_DWB: tl.constexpr, ACT1: tl.constexpr, ACT2: tl.constexpr, DOT_MODE: tl.constexpr,
     COMPUTE_W: tl.constexpr, COMPUTE_B: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_K: tl.constexpr,
+    INT64: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """Split s of the pixel tiles: wsw[s, co, k] = sum g[co, p] a[k, p]; wsb[s, co] = sum g[co, p]."""
+    if INT64:  # offsets inside one image past 2**31: every stride, so every offset, in int64
+        sxn, sxc, sxh, sxw = _int64x4(sxn, sxc, sxh, sxw)
+        sgn, sgc, sgh, sgw = _int64x4(sgn, sgc, sgh, sgw)
     IS_F64: tl.constexpr = DOT_MODE == 3
     pid = tl.program_id(0)
     s = tl.program_id(1)

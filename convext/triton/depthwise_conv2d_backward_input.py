@@ -111,6 +111,9 @@ def _dw_bwd_in_nchw_kernel(
         sgn, sgc, sgh, sgw = _int64x4(sgn, sgc, sgh, sgw)
         sin, sic, sih, siw = _int64x4(sin, sic, sih, siw)
     n, ic, ih, iw, ih0, iw0 = _nchw_tile(tl.program_id(0), C_in, H, W, BLOCK_H, BLOCK_W, INT64)
+    if INT64:  # here, not in the stride-1 branch: a branch may not change a variable's type
+        ih0 = ih0.to(tl.int64)
+        iw0 = iw0.to(tl.int64)
     acc = _zeros_2d(BLOCK_H, BLOCK_W, ACC_F64)
     go_base = go_ptr + n.to(tl.int64) * sgn + (ic * M).to(tl.int64) * sgc
     gi_base = gi_ptr + n.to(tl.int64) * sin + ic.to(tl.int64) * sic
@@ -120,9 +123,6 @@ def _dw_bwd_in_nchw_kernel(
     if todo:
         if SH == 1 and SW == 1:
             # stride 1: the forward with flipped taps over grad_output rows ih + pad_t - kh * DH
-            if INT64:
-                ih0 = ih0.to(tl.int64)
-                iw0 = iw0.to(tl.int64)
             off_h = pad_t - (KH - 1) * DH
             off_w = pad_l - (KW - 1) * DW
             rows_in, cols_in = _nchw_window_in(ih0, iw0, H_out, W_out, BLOCK_H, BLOCK_W, 1, 1,

@@ -115,7 +115,7 @@ def test_depthwise_other_autotune_configs(which, layout, geometry, monkeypatch):
     """Every depthwise kernel launched with its second (last) distinct config instead of the first:
     other tile shapes (TILE_H != TILE_W, other BLOCK_C, outputs per thread, kernel rows per pass)."""
     import triton
-    from convext.triton import depthwise_conv2d as dwk
+    from convext.triton import _common
 
     picked = []
 
@@ -125,7 +125,7 @@ def test_depthwise_other_autotune_configs(which, layout, geometry, monkeypatch):
         picked.append((kernel.fn.__name__ if hasattr(kernel, "fn") else str(kernel), len(configs) > 1))
         return triton.autotune(configs=[cfg], key=key)(kernel)
 
-    monkeypatch.setattr(dwk, "_tuner", tuner)
+    monkeypatch.setattr(_common, "_tuner", tuner)
     k, s, p, d = geometry
     # C*M = 8: full channel blocks for channels_last; W = 40: NCHW tiles 64 wide
     x, w, b = make_inputs(1, 4, 13, 40, k, 2, True, torch.float32)
@@ -236,11 +236,11 @@ BIG_VIEWS = [
 def test_depthwise_offsets_past_2pow31(view, tmp_path):
     """Forward, grad-input and grad-weight read tensors whose offsets pass 2**31 (the kernels take
     their int64 paths: per-image / per-channel bases, INT64 tiles), fp16 as on the GPU."""
-    from convext.triton import depthwise_conv2d as dwk
+    from convext.triton._common import _needs_int64
 
     _, shape, strides, go_strides = view
     x = _sparse_view(tmp_path, "x.bin", shape, strides)
-    assert dwk._needs_int64(x)
+    assert _needs_int64(x)
     C = shape[1]
     w = (torch.randn(2 * C, 1, 3, 3) / 3).half()
     b = torch.randn(2 * C).half()
@@ -267,17 +267,27 @@ def test_separable_batch_offsets_past_2pow31(tmp_path):
     _check_separable(t, 1, 1, 1, ("relu", None))
 
 
-# Known failures (found by this file; they crash the process, so each runs in a child): offsets
-# past 2**31 *within* one image. The depthwise kernels compute a tap's row offset (i * DH) * s_h
-# in int32 even on their INT64 path (a row stride of 2**30: rows 2 and later); the fused separable
-# kernels compute channel offsets offs_k * sxc in int32 (one image of more than 2**31 elements,
-# e.g. 1 x 128 x 4096 x 4096). strict: once fixed, these xpass and fail until unmarked.
+# Offsets past 2**31 *within* one image (each case runs in a child: a 32-bit offset crashes the
+# process). They were 32-bit until the INT64 kernel variants cast every stride to int64: the
+# depthwise kernels computed a tap's row offset (i * DH) * s_h in int32 (a row stride of 2**30:
+# rows 2 and later), the fused separable kernels the channel offsets offs_k * sxc (one image of
+# more than 2**31 elements, e.g. 1 x 128 x 4096 x 4096; they had no INT64 variant).
 WITHIN_IMAGE = {
     "depthwise-row-stride": """
         x = view((1, 1, 3, 5), (3 * BIG, 3 * BIG, BIG, 1))
         w = torch.randn(1, 1, 3, 3).half()
         y = convext.depthwise_conv2d(x, w, None, 1, 1, backend="triton")
         ref = F.conv2d(x.double(), w.double(), None, 1, 1)
+    """,
+    "depthwise-row-stride-grad-weight": """
+        x = view((1, 1, 3, 5), (3 * BIG, 3 * BIG, BIG, 1))
+        w = torch.randn(1, 1, 3, 3).half().requires_grad_()
+        go = torch.randn(1, 1, 3, 5).half()
+        convext.depthwise_conv2d(x, w, None, 1, 1, backend="triton").backward(go)
+        y = w.grad
+        wd = w.detach().double().requires_grad_()
+        F.conv2d(x.double(), wd, None, 1, 1).backward(go.double())
+        ref = wd.grad
     """,
     "separable-channel-stride": """
         x = view((1, 3, 4, 5), (3 * BIG, BIG, 5, 1))
@@ -289,7 +299,6 @@ WITHIN_IMAGE = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="int32 offsets within one image past 2**31 (see WITHIN_IMAGE)")
 @pytest.mark.parametrize("case", list(WITHIN_IMAGE))
 def test_offsets_past_2pow31_within_an_image(case, tmp_path):
     code = textwrap.dedent("""

@@ -44,6 +44,7 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
+import convext.triton._common as common  # noqa: E402
 import convext.triton.depthwise_conv2d as dw  # noqa: E402
 import convext.triton.depthwise_separable_conv2d as sep  # noqa: E402
 
@@ -72,16 +73,16 @@ class _Capture:
 
 def capture(call):
     """Runs `call` (an op call) with the launch intercepted: (autotuner, grid, args, kwargs)."""
-    saved = dw._launcher, dw._INTERPRET, dw._NO_AUTOTUNE
-    dw._launcher, dw._INTERPRET, dw._NO_AUTOTUNE = _Capture, False, False
-    dw._TUNERS.clear()
+    saved = common._launcher, common._INTERPRET, common._NO_AUTOTUNE
+    common._launcher, common._INTERPRET, common._NO_AUTOTUNE = _Capture, False, False
+    common._TUNERS.clear()
     try:
         call()
     except _Captured:
         return _Capture.last
     finally:
-        dw._launcher, dw._INTERPRET, dw._NO_AUTOTUNE = saved
-        dw._TUNERS.clear()
+        common._launcher, common._INTERPRET, common._NO_AUTOTUNE = saved
+        common._TUNERS.clear()
     raise RuntimeError("the op launched no kernel")
 
 
@@ -107,8 +108,8 @@ def variants(N=32, C=144, H=56, W=56):
 
 def _thunk(op, layout, N, C, H, W, k, s, p, d, dtype):
     fmt = torch.channels_last if layout == "nhwc" else torch.contiguous_format
-    Ho = (H + 2 * p - d * (k - 1) - 1) // s + 1
-    Wo = (W + 2 * p - d * (k - 1) - 1) // s + 1
+    Ho = common._out_size(H, p, p, d, k, s)
+    Wo = common._out_size(W, p, p, d, k, s)
     st, pad, dil = [s, s], [p, p, p, p], [d, d]
 
     def call():
@@ -134,7 +135,7 @@ class _SepCaptured(Exception):
 def capture_sep(call):
     """Runs a separable op call with its first launch intercepted: (autotuner or kernel, grid,
     args, kwargs)."""
-    saved = sep._launcher
+    saved = common._launcher
 
     def fake_wrap(kern):
         class _L:
@@ -145,13 +146,13 @@ def capture_sep(call):
                 return launch
         return _L()
 
-    sep._launcher = fake_wrap
+    common._launcher = fake_wrap
     try:
         call()
     except _SepCaptured:
         return capture_sep.last
     finally:
-        sep._launcher = saved
+        common._launcher = saved
     raise RuntimeError("the op launched no kernel")
 
 
@@ -219,7 +220,7 @@ def _dw_stub_kernel(fn):
                                 else "") for p in params)
     mask = "k_mask" if "k_mask" in [p.name for p in params] else "offs_k < CM"
     src = (f"import triton\nimport triton.language as tl\n"
-           f"from convext.triton.depthwise_conv2d import _zeros_2d\n\n\n"
+           f"from convext.triton._common import _zeros_2d\n\n\n"
            f"@triton.jit\ndef _dw_stub({plist}):\n"
            f"    z = _zeros_2d(BLOCK_P, BLOCK_K, IS_F64)\n"
            f"    b = tl.load(dwb_ptr + offs_k, mask={mask}, other=0.0)\n"

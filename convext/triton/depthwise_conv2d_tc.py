@@ -31,13 +31,12 @@ from typing import List, Optional, Tuple
 import torch
 import triton
 import triton.language as tl
-from torch._prims_common import suggest_memory_format
 
-from .depthwise_conv2d import _INTERPRET, _launcher, _tuner
+from . import _common
+from ._common import _I32_LIMIT, _INTERPRET, _cfg, _is_channels_last, _next_pow2
 
 __all__ = ["applies", "forward", "backward_input", "backward_weight"]
 
-_I32_LIMIT = 2**31 - 1
 _MAX_BLOCK_K = 128
 # Grad-weight: number of programs aimed at (shapes alone fix the chunking, hence the rounding).
 _GW_TARGET_PROGRAMS = 528
@@ -46,10 +45,6 @@ _GW_MIN_ROWS = 64  # at least one full row tile of the largest BLOCK_R per chunk
 # CONVEXT_TRITON_TC=force uses it for every dtype that tl.dot takes (fp32 as IEEE fp32), for tests.
 _MODE = os.environ.get("CONVEXT_TRITON_TC", "1")
 _TC_DTYPES = (torch.float16, torch.bfloat16)
-
-
-def _next_pow2(v):
-    return 1 << max(0, int(v) - 1).bit_length()
 
 
 def _band_k(bq, s, k, d):
@@ -270,10 +265,6 @@ def _tc_bwd_w_kernel(
 # ----------------------------------------------------------------------------------------------
 # Configs and launchers
 # ----------------------------------------------------------------------------------------------
-def _cfg(num_warps, num_stages, **kw):
-    return triton.Config(kw, num_warps=num_warps, num_stages=num_stages)
-
-
 def _tile_configs(h_extent, bq, bk):
     out = []
     for bh, nw, ns in ((64, 4, 3), (32, 4, 3), (64, 8, 3), (128, 8, 3), (16, 4, 3),
@@ -300,12 +291,12 @@ def _dot_f32(dtype):
 
 def _planar(t):
     """t itself, or an NCHW copy when it is channels_last (rows of a plane must be dense)."""
-    return t.contiguous() if suggest_memory_format(t) == torch.channels_last else t
+    return t.contiguous() if _is_channels_last(t) else t
 
 
 def _planar_out(out):
     """Where the kernel writes: out itself, or an NCHW buffer copied into a channels_last out."""
-    if suggest_memory_format(out) == torch.channels_last:
+    if _is_channels_last(out):
         return torch.empty(out.shape, dtype=out.dtype, device=out.device)
     return out
 
@@ -331,11 +322,11 @@ def forward(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
     bq, bk = _pick_block_q(W_out, lambda q: _band_k(q, SW, KW, DW))
     w = weight.reshape(C_out, KH * KW).contiguous()
     b = bias.contiguous() if bias is not None else w
-    kern = _tuner(_tc_fwd_kernel, _FWD_KEY, _tile_configs, (H_out, bq, bk))
+    kern = _common._tuner(_tc_fwd_kernel, _FWD_KEY, _tile_configs, (H_out, bq, bk))
 
     def grid(meta):
         return (N * C_out * triton.cdiv(H_out, meta["BLOCK_H"]) * triton.cdiv(W_out, bq),)
-    _launcher(kern)[grid](
+    _common._launcher(kern)[grid](
         x, w, b, y, C_out, M, H, W, H_out, W_out, *x.stride(), *y.stride(), pt, pl,
         KH=KH, KW=KW, SH=SH, SW=SW, DH=DH, DW=DW, HAS_BIAS=bias is not None,
         DOT_F32=_dot_f32(input.dtype), BLOCK_Q=bq, BLOCK_K=bk)
@@ -355,11 +346,11 @@ def backward_input(grad_output: torch.Tensor, weight: torch.Tensor, stride: List
     gi = _planar_out(out)
     bq, bk = _pick_block_q(W, lambda q: _band_k_transposed(q, SW, KW, DW))
     w = weight.reshape(C_out, KH * KW).contiguous()
-    kern = _tuner(_tc_bwd_in_kernel, _BWD_IN_KEY, _tile_configs, (H, bq, bk))
+    kern = _common._tuner(_tc_bwd_in_kernel, _BWD_IN_KEY, _tile_configs, (H, bq, bk))
 
     def grid(meta):
         return (N * C_in * triton.cdiv(H, meta["BLOCK_H"]) * triton.cdiv(W, bq),)
-    _launcher(kern)[grid](
+    _common._launcher(kern)[grid](
         go, w, gi, C_in, M, H, W, H_out, W_out, *go.stride(), *gi.stride(), pt, pl,
         KH=KH, KW=KW, SH=SH, SW=SW, DH=DH, DW=DW, DOT_F32=_dot_f32(grad_output.dtype),
         BLOCK_Q=bq, BLOCK_K=bk)
@@ -386,8 +377,8 @@ def backward_weight(grad_output: torch.Tensor, input: torch.Tensor, kernel_size:
     dev = input.device
     ws = torch.empty((n_chunks * n_qb, C_out, KH * KW), dtype=torch.float32, device=dev)
     scratch = torch.empty((programs, bk * bq), dtype=torch.float32, device=dev)
-    kern = _tuner(_tc_bwd_w_kernel, _GW_KEY, _gw_configs, (bq, bk))
-    _launcher(kern)[(programs,)](
+    kern = _common._tuner(_tc_bwd_w_kernel, _GW_KEY, _gw_configs, (bq, bk))
+    _common._launcher(kern)[(programs,)](
         go, x, ws, scratch, C_out, M, H, W, H_out, W_out, *go.stride(), *x.stride(), pt, pl,
         rows, per_chunk, n_qb,
         KH=KH, KW=KW, SH=SH, SW=SW, DH=DH, DW=DW, DOT_F32=_dot_f32(input.dtype),

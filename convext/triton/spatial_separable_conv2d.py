@@ -25,20 +25,19 @@ Taps that land in the zero padding are masked out of the *product* (tl.where), n
 load, so a NaN or inf weight meets only real input elements (F.conv2d's pattern).
 Accumulation and the intermediate are float32 (float64 for float64 inputs).
 """
-import os
 from typing import List, Optional, Tuple
 
 import torch
 import triton
 import triton.language as tl
-from torch._prims_common import suggest_memory_format
 from torch.library import triton_op
 
-from .depthwise_conv2d import _launcher, _zeros_2d
+from . import _common
+from ._common import (_INTERPRET, _acc_dtype, _acc_weights, _alloc_like, _any_fake,
+                      _is_channels_last, _opaque_when_interpreted, _out_size, _zeros_1d, _zeros_2d)
 
-__all__ = ["spatial_separable_conv2d", "spatial_separable_conv2d_backward"]
+__all__ = ["_triton_spatial_separable_conv2d", "_triton_spatial_separable_conv2d_backward"]
 
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 _GW_TARGET_PROGRAMS = 512
 
 
@@ -157,15 +156,6 @@ def _ss_bwd_in_kernel(
 
 
 @triton.jit
-def _vzeros(BLOCK_C: tl.constexpr, ACC_F64: tl.constexpr):
-    if ACC_F64:
-        v = tl.zeros([BLOCK_C], dtype=tl.float64)
-    else:
-        v = tl.zeros([BLOCK_C], dtype=tl.float32)
-    return v
-
-
-@triton.jit
 def _ss_bwd_w_kernel(
     go_ptr, x_ptr, wv_ptr, bv_ptr, wh_ptr, ws_ptr,
     C_out, M, H, W, H_out, W_out, total, per_chunk,
@@ -190,11 +180,11 @@ def _ss_bwd_w_kernel(
     zero = _zeros_2d(BLOCK_P, BLOCK_C, ACC_F64)
     gwv = ()
     for a in tl.static_range(KH):
-        gwv = gwv + (_vzeros(BLOCK_C, ACC_F64),)
+        gwv = gwv + (_zeros_1d(BLOCK_C, ACC_F64),)
     gwh = ()
     for b in tl.static_range(KW):
-        gwh = gwh + (_vzeros(BLOCK_C, ACC_F64),)
-    gbv = _vzeros(BLOCK_C, ACC_F64)
+        gwh = gwh + (_zeros_1d(BLOCK_C, ACC_F64),)
+    gbv = _zeros_1d(BLOCK_C, ACC_F64)
     t0 = chunk * per_chunk
     t1 = tl.minimum(t0 + per_chunk, total)
     for t in range(t0, t1):
@@ -249,22 +239,6 @@ def _ss_bwd_w_kernel(
 # ----------------------------------------------------------------------------------------------
 # host side
 # ----------------------------------------------------------------------------------------------
-def _is_fake(*tensors):
-    from torch._subclasses.fake_tensor import is_fake
-
-    return any(t is not None and (is_fake(t) or t.device.type == "meta") for t in tensors)
-
-
-def _acc_dtype(dtype):
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _taps_major(weight, C_out, K):
-    """(C_out, 1, kH, 1) / (C_out, 1, 1, kW) weight -> (K, C_out) contiguous, accumulation dtype."""
-    w = weight.reshape(C_out, K).t()
-    return torch.empty(w.shape, dtype=_acc_dtype(weight.dtype), device=weight.device).copy_(w)
-
-
 def _blocks(channels_last, C):
     """(BLOCK_P, BLOCK_C): channels_last tiles take a channel block, the rest a run of pixels."""
     if channels_last:
@@ -272,17 +246,6 @@ def _blocks(channels_last, C):
         bp = max(4, (64 if _INTERPRET else 256) // bc)
         return bp, bc
     return (64 if _INTERPRET else 256), 1
-
-
-def _alloc(shape, like):
-    fmt = suggest_memory_format(like)
-    if fmt != torch.channels_last:
-        fmt = torch.contiguous_format
-    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)
-
-
-def _out_size(size, lo, hi, d, k, s):
-    return (size + lo + hi - d * (k - 1) - 1) // s + 1
 
 
 def _geom(input, vertical_weight, horizontal_weight, stride, padding, dilation):
@@ -309,18 +272,18 @@ def _triton_spatial_separable_conv2d(input: torch.Tensor, vertical_weight: torch
                                      padding: List[int], dilation: List[int]) -> torch.Tensor:
     g = _geom(input, vertical_weight, horizontal_weight, stride, padding, dilation)
     C_out = g["C_out"]
-    y = _alloc((g["N"], C_out, g["H_out"], g["W_out"]), input)
-    if y.numel() == 0 or _is_fake(input, y):
+    y = _alloc_like((g["N"], C_out, g["H_out"], g["W_out"]), input)
+    if y.numel() == 0 or _any_fake(input, y):
         return y
-    cl = suggest_memory_format(input) == torch.channels_last
-    wv = _taps_major(vertical_weight, C_out, g["KH"])
-    wh = _taps_major(horizontal_weight, C_out, g["KW"])
+    cl = _is_channels_last(input)
+    wv = _acc_weights(vertical_weight, C_out, g["KH"], True)
+    wh = _acc_weights(horizontal_weight, C_out, g["KW"], True)
     acc = _acc_dtype(input.dtype)
     bv = vertical_bias.to(acc).contiguous() if vertical_bias is not None else wv
     bh = horizontal_bias.to(acc).contiguous() if horizontal_bias is not None else wh
     bp, bc = _blocks(cl, C_out)
     grid = (g["N"] * triton.cdiv(g["H_out"] * g["W_out"], bp) * triton.cdiv(C_out, bc),)
-    _launcher(_ss_fwd_kernel)[grid](
+    _common._launcher(_ss_fwd_kernel)[grid](
         input, wv, bv, wh, bh, y,
         C_out, g["M"], g["H"], g["W"], g["H_out"], g["W_out"],
         *input.stride(), *y.stride(), g["pt"], g["pl"],
@@ -354,11 +317,11 @@ def _triton_spatial_separable_conv2d_backward(
     def none_():
         return torch.empty(0, dtype=dtype, device=dev)
 
-    grad_in = _alloc(tuple(input.shape), input) if m_in else none_()
-    fake = _is_fake(grad_output, input)
-    cl = suggest_memory_format(input) == torch.channels_last
-    wv = _taps_major(vertical_weight, C_out, KH)
-    wh = _taps_major(horizontal_weight, C_out, KW)
+    grad_in = _alloc_like(tuple(input.shape), input) if m_in else none_()
+    fake = _any_fake(grad_output, input)
+    cl = _is_channels_last(input)
+    wv = _acc_weights(vertical_weight, C_out, KH, True)
+    wh = _acc_weights(horizontal_weight, C_out, KW, True)
     empty_out = grad_output.numel() == 0
     if m_in and grad_in.numel() > 0 and not fake:
         if empty_out:
@@ -366,7 +329,7 @@ def _triton_spatial_separable_conv2d_backward(
         else:
             bp, bc = _blocks(cl, C)
             grid = (N * triton.cdiv(g["H"] * g["W"], bp) * triton.cdiv(C, bc),)
-            _launcher(_ss_bwd_in_kernel)[grid](
+            _common._launcher(_ss_bwd_in_kernel)[grid](
                 grad_output, wv, wh, grad_in,
                 C, g["M"], g["H"], g["W"], g["H_out"], g["W_out"],
                 *grad_output.stride(), *grad_in.stride(), g["pt"], g["pl"],
@@ -385,7 +348,7 @@ def _triton_spatial_separable_conv2d_backward(
         ws = torch.zeros((max(n_chunks, 1), KH + KW + 1, C_out), dtype=acc, device=dev)
         if n_chunks > 0 and not fake:
             bv = vertical_bias.to(acc).contiguous() if vertical_bias is not None else wv
-            _launcher(_ss_bwd_w_kernel)[(n_cb * n_chunks,)](
+            _common._launcher(_ss_bwd_w_kernel)[(n_cb * n_chunks,)](
                 grad_output, input, wv, bv, wh, ws,
                 C_out, g["M"], g["H"], g["W"], g["H_out"], g["W_out"], total, per_chunk,
                 *grad_output.stride(), *input.stride(), g["pt"], g["pl"],
@@ -404,28 +367,4 @@ def _triton_spatial_separable_conv2d_backward(
     return grad_in, grad_wv, grad_wh, grad_bv, grad_bh
 
 
-if _INTERPRET:
-    # As in depthwise_separable_conv2d.py: under TRITON_INTERPRET=1 the launches cannot be traced,
-    # so keep the ops opaque to AOTDispatcher's functionalization.
-    from torch._subclasses.functional_tensor import FunctionalTensorMode
-
-    def _opaque(mode, op, types, args, kwargs):
-        return mode.__torch_dispatch__(op, types, args, kwargs)
-
-    for _op in (_triton_spatial_separable_conv2d, _triton_spatial_separable_conv2d_backward):
-        _op.register_torch_dispatch(FunctionalTensorMode, _opaque)
-
-
-def spatial_separable_conv2d(input, vertical_weight, horizontal_weight, vertical_bias, horizontal_bias, stride,
-                             padding, dilation):
-    return torch.ops.convext.triton_spatial_separable_conv2d(
-        input, vertical_weight, horizontal_weight, vertical_bias, horizontal_bias, list(stride), list(padding),
-        list(dilation))
-
-
-def spatial_separable_conv2d_backward(grad_output, input, vertical_weight, horizontal_weight, vertical_bias,
-                                      horizontal_bias, stride, padding, dilation,
-                                      output_mask=(True, True, True, True, True)):
-    return torch.ops.convext.triton_spatial_separable_conv2d_backward(
-        grad_output, input, vertical_weight, horizontal_weight, vertical_bias, horizontal_bias, list(stride),
-        list(padding), list(dilation), [bool(m) for m in output_mask])
+_opaque_when_interpreted(_triton_spatial_separable_conv2d, _triton_spatial_separable_conv2d_backward)

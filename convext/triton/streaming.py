@@ -26,9 +26,10 @@ import torch
 import triton
 import triton.language as tl
 
-from .depthwise_conv2d import _is_fake, _launcher, _traced_interpreted
+from . import _common
+from ._common import _is_fake, _pow2_bucket, _traced_interpreted, _zeros_2d
 
-__all__ = ["depthwise_conv1d_update"]
+__all__ = ["_triton_depthwise_conv1d_update"]
 
 
 @triton.jit
@@ -53,10 +54,7 @@ def _conv1d_update_kernel(
         ok = c_ok[:, None] & t_ok[None, :]
         for m in range(M):
             oc = c * M + m
-            if ACC_F64:
-                acc = tl.zeros([BLOCK_C, BLOCK_T], dtype=tl.float64)
-            else:
-                acc = tl.zeros([BLOCK_C, BLOCK_T], dtype=tl.float32)
+            acc = _zeros_2d(BLOCK_C, BLOCK_T, ACC_F64)
             for j in tl.static_range(K):
                 i = (t + j * DIL).to(tl.int64)  # index into u = cat(state, x)
                 in_state = i < S
@@ -80,13 +78,6 @@ def _conv1d_update_kernel(
         v = tl.where(from_state[None, :], sv, xv)
         tl.debug_barrier()
         tl.store(s_row[:, None] + i[None, :] * sss, v, mask=ok)
-
-
-def _pow2(v, lo, hi):
-    b = lo
-    while b < hi and v > b:
-        b *= 2
-    return b
 
 
 def _alloc_out(x, channels_out):
@@ -115,12 +106,12 @@ def _triton_depthwise_conv1d_update(x: torch.Tensor, conv_state: torch.Tensor, w
     if N * C == 0 or _is_fake(out) or _is_fake(conv_state) or (T == 0 and S == 0):
         return out
     # Channels: many per program for channels-last layouts (contiguous along C), fewer for rows.
-    block_c = _pow2(C, 1, 64 if x.stride(1) == 1 else 16)
-    block_t = _pow2(T, 1, 32)
-    block_s = _pow2(S, 1, 64)
+    block_c = _pow2_bucket(C, 1, 64 if x.stride(1) == 1 else 16)
+    block_t = _pow2_bucket(T, 1, 32)
+    block_s = _pow2_bucket(S, 1, 64)
     n_cb = triton.cdiv(C, block_c)
     has_bias = bias is not None
-    _launcher(_conv1d_update_kernel)[(N * n_cb,)](
+    _common._launcher(_conv1d_update_kernel)[(N * n_cb,)](
         x, conv_state, weight, bias if has_bias else weight, out,
         C, T, S, M, dilation, n_cb,
         *x.stride(), *conv_state.stride(), weight.stride(0), weight.stride(2),
@@ -131,6 +122,3 @@ def _triton_depthwise_conv1d_update(x: torch.Tensor, conv_state: torch.Tensor, w
     )
     return out
 
-
-def depthwise_conv1d_update(x, conv_state, weight, bias, dilation):
-    return torch.ops.convext.triton_depthwise_conv1d_update(x, conv_state, weight, bias, int(dilation))

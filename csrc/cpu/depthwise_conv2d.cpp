@@ -3,9 +3,10 @@
 // Every geometry (any kernel, stride, dilation, asymmetric padding, depth multiplier,
 // N = 0, optional bias) and any input strides: tensors are read in place through
 // element strides, never made contiguous. The loops themselves live in
-// depthwise_conv2d_kernel.h, compiled twice (baseline and AVX2+FMA) and chosen at run
-// time; see that file for the loop structure. float32/float64 natively, float16 and
-// bfloat16 accumulate in float32 (at::opmath_type) and round once.
+// depthwise_conv2d_kernel.h (and the per-ISA pieces it includes), compiled three times
+// (baseline, AVX2+FMA, AVX-512) and chosen at run time; see that file for the loop
+// structure. float32/float64 natively, float16 and bfloat16 accumulate in float32
+// (at::opmath_type) and round once.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -21,25 +22,11 @@
 #include <type_traits>
 #include <vector>
 
+#include "cpu/tap_range.h"
 #include "depthwise_conv2d.h"
 
 namespace convext {
 namespace cpu {
-
-// Output indices o in [lo, hi) whose input index o * stride + off lies in [0, in).
-struct TapRange {
-  int64_t lo = 0, hi = 0, off = 0;
-};
-
-inline TapRange tap_range(int64_t out, int64_t in, int64_t stride, int64_t off) {
-  TapRange t;
-  t.off = off;
-  t.lo = off >= 0 ? 0 : (-off + stride - 1) / stride;
-  const int64_t last = in - 1 - off;  // o * stride <= last
-  t.hi = last < 0 ? 0 : std::min(out, last / stride + 1);
-  if (t.lo > t.hi) t.lo = t.hi;
-  return t;
-}
 
 // A depthwise conv as the kernels see it. Normally output channel oc reads input channel
 // oc / M through weight row oc. With `reduce` (grad-input at stride 1, run as a conv of

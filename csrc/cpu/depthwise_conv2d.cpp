@@ -17,11 +17,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 #include <vector>
 
+#include "cpu/cpu_isa.h"
 #include "cpu/tap_range.h"
 #include "depthwise_conv2d.h"
 
@@ -101,30 +101,8 @@ namespace avx512 {
 
 namespace {
 
-// Widest kernel copy the CPU runs: 2 = AVX-512, 1 = AVX2+FMA, 0 = baseline.
-// CONVEXT_CPU_ISA=default|avx2 caps it (for testing the narrower copies).
-int cpu_isa_level() {
-#ifdef CONVEXT_CPU_HAVE_X86_COPIES
-  static const int level = [] {
-    __builtin_cpu_init();
-    int l = 0;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) l = 1;
-    if (l == 1 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq")) {
-      l = 2;
-    }
-    if (const char* env = std::getenv("CONVEXT_CPU_ISA")) {
-      if (std::strcmp(env, "default") == 0) l = 0;
-      if (std::strcmp(env, "avx2") == 0) l = std::min(l, 1);
-    }
-    return l;
-  }();
-  return level;
-#else
-  return 0;
-#endif
-}
-
+// The copy that runs: cpu_isa_level() (cpu/cpu_isa.h), the widest the CPU supports, capped by
+// CONVEXT_CPU_ISA (csrc/switches.h).
 #ifdef CONVEXT_CPU_HAVE_X86_COPIES
 #define CONVEXT_CPU_CALL(fn, ...)                                                    \
   do {                                                                               \

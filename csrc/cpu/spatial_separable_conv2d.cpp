@@ -15,12 +15,12 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <tuple>
 #include <type_traits>
 #include <vector>
 
+#include "cpu/cpu_isa.h"
 #include "cpu/tap_range.h"
 #include "depthwise_conv2d.h"
 
@@ -61,17 +61,10 @@ namespace ss_avx2 {
 
 namespace {
 
+// AVX2+FMA copy when cpu_isa_level() (the CPU's widest, capped by CONVEXT_CPU_ISA) allows it.
 bool ss_use_avx2() {
 #ifdef CONVEXT_SS_HAVE_AVX2
-  static const bool ok = [] {
-    __builtin_cpu_init();
-    bool l = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    if (const char* env = std::getenv("CONVEXT_CPU_ISA")) {
-      if (std::strcmp(env, "default") == 0) l = false;
-    }
-    return l;
-  }();
-  return ok;
+  return cpu_isa_level() >= 1;
 #else
   return false;
 #endif

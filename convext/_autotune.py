@@ -44,6 +44,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
+from . import _switches
+
 ENV_AUTOTUNE = "CONVEXT_AUTOTUNE"
 ENV_CACHE_DIR = "CONVEXT_CACHE_DIR"
 CACHE_FILE = "autotune.json"
@@ -54,22 +56,12 @@ SAMPLE_S = 1e-3  # each sample repeats the call until it lasts about this long..
 MAX_CALLS = 50  # ...but at most this many calls
 TIE = 0.03  # torch is kept unless another backend is faster by more than this fraction
 
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
-
 
 def _read_enabled():
-    """(enabled, error): CONVEXT_AUTOTUNE, read once at import."""
-    raw = os.environ.get(ENV_AUTOTUNE)
-    if raw is None or raw.strip() == "":
-        return True, None
-    v = raw.strip().lower()
-    if v in _TRUE:
-        return True, None
-    if v in _FALSE:
-        return False, None
-    return False, (f"convext: {ENV_AUTOTUNE}={raw!r} is not understood: use 1 (time the backends on "
-                   f"first use of each shape, the default) or 0 (the static rule), or unset it")
+    """(enabled, error): CONVEXT_AUTOTUNE (convext/_switches.py), read once at import; a value not
+    understood disables measuring and is an error at the first auto call."""
+    enabled, error = _switches.read_bool(ENV_AUTOTUNE)
+    return (False, error) if error else (enabled, None)
 
 
 ENABLED, ENV_ERROR = _read_enabled()
@@ -88,11 +80,7 @@ _state = {"loaded": False, "first": None, "reported": False, "dir": None, "write
 def cache_dir() -> str:
     if _state["dir"] is not None:
         return _state["dir"]
-    d = os.environ.get(ENV_CACHE_DIR, "").strip()
-    if not d:
-        base = os.environ.get("XDG_CACHE_HOME", "").strip() or os.path.join(os.path.expanduser("~"), ".cache")
-        d = os.path.join(base, "convext")
-    return d
+    return _switches.cache_dir()
 
 
 def cache_path() -> str:

@@ -1,12 +1,11 @@
 """Backend availability and the "auto" choice (the measuring part: convext/_autotune.py)."""
 from __future__ import annotations
 
-import os
 from typing import List, Optional, Tuple
 
 import torch
 
-from . import _autotune, _ext
+from . import _autotune, _ext, _switches
 
 BACKENDS = ("cuda", "triton", "cpu", "torch")
 CHOICES = BACKENDS + ("auto",)
@@ -19,7 +18,7 @@ except Exception as e:  # triton missing or incompatible: the backend is just ab
 
 
 def _triton_interpret() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+    return _switches.triton_interpret()
 
 
 def _availability(name: str, device_type: str) -> Tuple[bool, str]:
@@ -135,7 +134,7 @@ def switches() -> tuple:
 # takes them only with CONVEXT_AUTO_UNVERIFIED=1, which the GPU check sets to exercise them;
 # backend="triton" always runs them. Read once, like _AVAILABILITY.
 AUTO_UNVERIFIED_ENV = "CONVEXT_AUTO_UNVERIFIED"
-AUTO_UNVERIFIED = os.environ.get(AUTO_UNVERIFIED_ENV, "0").strip().lower() in ("1", "true", "yes", "on")
+AUTO_UNVERIFIED, _UNVERIFIED_ERROR = _switches.read_bool(AUTO_UNVERIFIED_ENV)
 
 OPS = ("depthwise_conv2d", "depthwise_separable_conv2d", "depthwise_conv_transpose2d")
 
@@ -202,17 +201,11 @@ FORCE_ENV = "CONVEXT_BACKEND"
 
 
 def _read_forced():
-    raw = os.environ.get(FORCE_ENV, "").strip()
-    if raw in ("", "auto"):
-        return None, None
-    if raw not in BACKENDS:
-        return None, (f"convext: {FORCE_ENV}={raw!r} is not a backend: use one of {', '.join(BACKENDS)} "
-                      f"(or auto / unset for the default choice)")
-    return raw, None
+    return _switches.read_backend(BACKENDS)
 
 
 FORCED, _FORCE_ERROR = _read_forced()
-ENV_ERROR = _FORCE_ERROR or _autotune.ENV_ERROR
+ENV_ERROR = _FORCE_ERROR or _autotune.ENV_ERROR or _UNVERIFIED_ERROR
 
 
 def _auto(tensor: torch.Tensor, op: str, kernel_size=None, dilation=None) -> str:

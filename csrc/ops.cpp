@@ -13,6 +13,12 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include <exception>
+#include <string>
+
+#include "cpu/cpu_isa.h"
+#include "switches.h"
+
 TORCH_LIBRARY(convext, m) {
   m.def(
       "depthwise_conv2d(Tensor input, Tensor weight, Tensor? bias, int[2] stride, "
@@ -62,8 +68,141 @@ TORCH_LIBRARY(convext, m) {
       "int dilation) -> Tensor");
 }
 
+// ---------------------------------------------------------------------------
+// The switches view: what the C++ side read (csrc/switches.h), for convext/_switches.py.
+//   switches() -> {name: {"read": "once" | "per call", "raw": str | None, "value": ...}}
+//     CONVEXT_DISABLE_FAST_PATHS value: tuple of the fast-path families switched off;
+//     CONVEXT_CUDA_TC / CONVEXT_CUDA_NONFINITE value: bool (now);
+//     CONVEXT_CPU_ISA value: the CPU kernel copy in use ("avx512", "avx2", "default"), plus
+//     "hardware": the widest copy the CPU supports.
+//   Asking performs the first read of a read-once switch (as the first kernel call would).
+//   parse_disable_fast_paths(str) -> (disabled families, unknown tokens): the parser alone.
+// ---------------------------------------------------------------------------
+namespace {
+
+namespace sw = convext::switches;
+
+PyObject* str_or_none(bool set, const std::string& raw) {
+  if (!set) Py_RETURN_NONE;
+  return PyUnicode_FromString(raw.c_str());
+}
+
+PyObject* fast_path_tuple(unsigned disabled) {
+  int n = 0;
+  for (const auto& f : sw::kFastPathNames) n += (disabled & f.bits) != 0;
+  PyObject* t = PyTuple_New(n);
+  if (t == nullptr) return nullptr;
+  int i = 0;
+  for (const auto& f : sw::kFastPathNames) {
+    if (disabled & f.bits) PyTuple_SetItem(t, i++, PyUnicode_FromString(f.token));
+  }
+  return t;
+}
+
+// d[key] = value, stealing the reference to value; false on error.
+bool set_item(PyObject* d, const char* key, PyObject* value) {
+  if (value == nullptr) return false;
+  const int rc = PyDict_SetItemString(d, key, value);
+  Py_DECREF(value);
+  return rc == 0;
+}
+
+PyObject* entry(const char* read, PyObject* raw, PyObject* value) {
+  PyObject* d = PyDict_New();
+  if (d == nullptr || !set_item(d, "read", PyUnicode_FromString(read)) || !set_item(d, "raw", raw) ||
+      !set_item(d, "value", value)) {
+    Py_XDECREF(d);
+    return nullptr;
+  }
+  return d;
+}
+
+PyObject* flag_entry(const char* name, bool value) {
+  const char* e = sw::current_value(name);
+  return entry("per call", e ? PyUnicode_FromString(e) : (Py_INCREF(Py_None), Py_None), PyBool_FromLong(value));
+}
+
+PyObject* switches_view(PyObject*, PyObject*) {
+  PyObject* d = PyDict_New();
+  if (d == nullptr) return nullptr;
+  try {
+    const unsigned disabled = sw::disabled_fast_paths();
+    const auto& fp = sw::disable_fast_paths_read();
+    const int isa = convext::cpu::cpu_isa_level();
+    const auto& ir = sw::cpu_isa_read();
+    PyObject* isa_entry = entry("once", str_or_none(ir.set, ir.raw), PyUnicode_FromString(convext::cpu::cpu_isa_name(isa)));
+    const bool ok =
+        set_item(d, sw::kDisableFastPathsEnv, entry("once", str_or_none(fp.set, fp.raw), fast_path_tuple(disabled))) &&
+        set_item(d, sw::kCudaTcEnv, flag_entry(sw::kCudaTcEnv, sw::cuda_tc())) &&
+        set_item(d, sw::kCudaNonfiniteEnv, flag_entry(sw::kCudaNonfiniteEnv, sw::cuda_nonfinite())) &&
+        isa_entry != nullptr &&
+        set_item(isa_entry, "hardware",
+                 PyUnicode_FromString(convext::cpu::cpu_isa_name(convext::cpu::cpu_isa_hardware_level()))) &&
+        set_item(d, sw::kCpuIsaEnv, isa_entry);
+    if (!ok) {
+      Py_DECREF(d);
+      return nullptr;
+    }
+  } catch (const std::exception& e) {
+    Py_DECREF(d);
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+    return nullptr;
+  }
+  return d;
+}
+
+PyObject* switch_names(PyObject*, PyObject*) {
+  PyObject* d = PyDict_New();
+  if (d == nullptr) return nullptr;
+  for (const auto& s : sw::kSwitches) {
+    if (!set_item(d, s.name, PyUnicode_FromString(s.read))) {
+      Py_DECREF(d);
+      return nullptr;
+    }
+  }
+  return d;
+}
+
+PyObject* parse_disable_fast_paths(PyObject*, PyObject* args) {
+  const char* value = nullptr;
+  if (!PyArg_ParseTuple(args, "z", &value)) return nullptr;
+  const auto r = sw::parse_disable_fast_paths(value);
+  PyObject* unknown = PyList_New(0);
+  if (unknown == nullptr) return nullptr;
+  std::string rest = r.unknown;
+  while (!rest.empty()) {
+    const auto comma = rest.find(',');
+    PyObject* tok = PyUnicode_FromString(rest.substr(0, comma).c_str());
+    if (tok == nullptr || PyList_Append(unknown, tok) != 0) {
+      Py_XDECREF(tok);
+      Py_DECREF(unknown);
+      return nullptr;
+    }
+    Py_DECREF(tok);
+    rest = comma == std::string::npos ? "" : rest.substr(comma + 1);
+  }
+  PyObject* disabled = fast_path_tuple(r.disabled);
+  if (disabled == nullptr) {
+    Py_DECREF(unknown);
+    return nullptr;
+  }
+  PyObject* out = Py_BuildValue("(NN)", disabled, unknown);
+  return out;
+}
+
+PyMethodDef convext_methods[] = {
+    {"switches", switches_view, METH_NOARGS,
+     "What the C++ side read from its run-time switches: {name: {'read', 'raw', 'value'}} (csrc/switches.h)."},
+    {"switch_names", switch_names, METH_NOARGS, "{name: read rule} of every switch csrc/switches.h reads."},
+    {"parse_disable_fast_paths", parse_disable_fast_paths, METH_VARARGS,
+     "parse_disable_fast_paths(value or None) -> (families switched off, unknown tokens): the parser alone."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+}  // namespace
+
 // `import convext._C` loads this library, which runs the registrations above.
-static PyModuleDef convext_module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+static PyModuleDef convext_module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, convext_methods};
 
 PyMODINIT_FUNC PyInit__C(void) {
   return PyModule_Create(&convext_module);

@@ -3,9 +3,10 @@
 // Every geometry (any kernel, stride, dilation, asymmetric padding, depth multiplier,
 // N = 0, optional bias) and any input strides: tensors are read in place through
 // element strides, never made contiguous. The loops themselves live in
-// depthwise_conv2d_kernel.h, compiled twice (baseline and AVX2+FMA) and chosen at run
-// time; see that file for the loop structure. float32/float64 natively, float16 and
-// bfloat16 accumulate in float32 (at::opmath_type) and round once.
+// depthwise_conv2d_kernel.h (and the per-ISA pieces it includes), compiled three times
+// (baseline, AVX2+FMA, AVX-512) and chosen at run time; see that file for the loop
+// structure. float32/float64 natively, float16 and bfloat16 accumulate in float32
+// (at::opmath_type) and round once.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -16,30 +17,16 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 #include <vector>
 
+#include "cpu/cpu_isa.h"
+#include "cpu/tap_range.h"
 #include "depthwise_conv2d.h"
 
 namespace convext {
 namespace cpu {
-
-// Output indices o in [lo, hi) whose input index o * stride + off lies in [0, in).
-struct TapRange {
-  int64_t lo = 0, hi = 0, off = 0;
-};
-
-inline TapRange tap_range(int64_t out, int64_t in, int64_t stride, int64_t off) {
-  TapRange t;
-  t.off = off;
-  t.lo = off >= 0 ? 0 : (-off + stride - 1) / stride;
-  const int64_t last = in - 1 - off;  // o * stride <= last
-  t.hi = last < 0 ? 0 : std::min(out, last / stride + 1);
-  if (t.lo > t.hi) t.lo = t.hi;
-  return t;
-}
 
 // A depthwise conv as the kernels see it. Normally output channel oc reads input channel
 // oc / M through weight row oc. With `reduce` (grad-input at stride 1, run as a conv of
@@ -114,30 +101,8 @@ namespace avx512 {
 
 namespace {
 
-// Widest kernel copy the CPU runs: 2 = AVX-512, 1 = AVX2+FMA, 0 = baseline.
-// CONVEXT_CPU_ISA=default|avx2 caps it (for testing the narrower copies).
-int cpu_isa_level() {
-#ifdef CONVEXT_CPU_HAVE_X86_COPIES
-  static const int level = [] {
-    __builtin_cpu_init();
-    int l = 0;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) l = 1;
-    if (l == 1 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq")) {
-      l = 2;
-    }
-    if (const char* env = std::getenv("CONVEXT_CPU_ISA")) {
-      if (std::strcmp(env, "default") == 0) l = 0;
-      if (std::strcmp(env, "avx2") == 0) l = std::min(l, 1);
-    }
-    return l;
-  }();
-  return level;
-#else
-  return 0;
-#endif
-}
-
+// The copy that runs: cpu_isa_level() (cpu/cpu_isa.h), the widest the CPU supports, capped by
+// CONVEXT_CPU_ISA (csrc/switches.h).
 #ifdef CONVEXT_CPU_HAVE_X86_COPIES
 #define CONVEXT_CPU_CALL(fn, ...)                                                    \
   do {                                                                               \

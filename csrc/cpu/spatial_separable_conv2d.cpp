@@ -15,32 +15,18 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <tuple>
 #include <type_traits>
 #include <vector>
 
+#include "cpu/cpu_isa.h"
+#include "cpu/tap_range.h"
 #include "depthwise_conv2d.h"
 
 namespace convext {
 namespace cpu {
 namespace {
-
-// Output indices o in [lo, hi) whose input index o * stride + off lies in [0, in).
-struct TapRange {
-  int64_t lo = 0, hi = 0, off = 0;
-};
-
-TapRange ss_tap_range(int64_t out, int64_t in, int64_t stride, int64_t off) {
-  TapRange t;
-  t.off = off;
-  t.lo = off >= 0 ? 0 : (-off + stride - 1) / stride;
-  const int64_t last = in - 1 - off;
-  t.hi = last < 0 ? 0 : std::min(out, last / stride + 1);
-  if (t.lo > t.hi) t.lo = t.hi;
-  return t;
-}
 
 struct SSGeometry {
   DepthwiseConv2dParams p;          // kernel (kH, kW) = the two 1-D kernels
@@ -52,7 +38,7 @@ SSGeometry make_ss_geometry(const DepthwiseConv2dParams& p) {
   g.p = p;
   g.h_ranges.resize(p.kernel_w);
   for (int64_t b = 0; b < p.kernel_w; ++b) {
-    g.h_ranges[b] = ss_tap_range(p.out_w, p.in_w, p.stride_w, b * p.dilation_w - p.pad_left);
+    g.h_ranges[b] = tap_range(p.out_w, p.in_w, p.stride_w, b * p.dilation_w - p.pad_left);
   }
   return g;
 }
@@ -75,17 +61,10 @@ namespace ss_avx2 {
 
 namespace {
 
+// AVX2+FMA copy when cpu_isa_level() (the CPU's widest, capped by CONVEXT_CPU_ISA) allows it.
 bool ss_use_avx2() {
 #ifdef CONVEXT_SS_HAVE_AVX2
-  static const bool ok = [] {
-    __builtin_cpu_init();
-    bool l = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    if (const char* env = std::getenv("CONVEXT_CPU_ISA")) {
-      if (std::strcmp(env, "default") == 0) l = false;
-    }
-    return l;
-  }();
-  return ok;
+  return cpu_isa_level() >= 1;
 #else
   return false;
 #endif

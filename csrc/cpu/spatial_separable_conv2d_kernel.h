@@ -2,8 +2,9 @@
 //
 // NOT an ordinary header: csrc/cpu/spatial_separable_conv2d.cpp includes it once per ISA,
 // inside `namespace convext::cpu::ss_<isa>` (baseline, and AVX2+FMA under
-// `#pragma GCC target`), and picks one copy at run time. It includes nothing itself and uses
-// SSGeometry / TapRange from that file.
+// `#pragma GCC target`), and picks one copy at run time. It includes only kernel_helpers.h (the
+// row helpers it shares with the depthwise kernels: row_as_acc, axpy_scatter, grain_for) and
+// uses SSGeometry from that file and TapRange (tap_range.h).
 //
 // One task per (image, channel) plane. For each output row i the intermediate row
 //   z[j] = bv + sum_a wv[a] * x[i*sh - pt + a*dh, j]          (j in [0, W), valid rows only)
@@ -18,16 +19,7 @@
 // Weight/bias partials go to one slot per (image, out channel), reduced in a fixed order by the
 // caller: deterministic, independent of the thread count.
 
-// A row of `n` elements at `src` (element stride `stride`) as acc_t: `src` itself when it
-// already is a unit-stride acc_t row, else a converted copy in `buf`.
-template <typename scalar_t, typename acc_t>
-inline const acc_t* ss_row(const scalar_t* src, int64_t n, int64_t stride, acc_t* buf) {
-  if constexpr (std::is_same_v<scalar_t, acc_t>) {
-    if (stride == 1) return src;
-  }
-  for (int64_t i = 0; i < n; ++i) buf[i] = static_cast<acc_t>(src[i * stride]);
-  return buf;
-}
+#include "cpu/kernel_helpers.h"
 
 template <typename acc_t>
 inline void ss_axpy(acc_t* __restrict__ dst, const acc_t* __restrict__ src, acc_t w, int64_t n) {
@@ -72,18 +64,6 @@ inline void ss_htap(acc_t* __restrict__ acc, const acc_t* __restrict__ z, acc_t 
   }
 }
 
-// gz[q * s + t.off] += w * g[q] for q in [t.lo, t.hi)
-template <typename acc_t>
-inline void ss_htap_t(acc_t* __restrict__ gz, const acc_t* __restrict__ g, acc_t w, const TapRange& t,
-                      int64_t s) {
-  if (s == 1) {
-    acc_t* zz = gz + t.off;
-    for (int64_t q = t.lo; q < t.hi; ++q) zz[q] += w * g[q];
-  } else {
-    for (int64_t q = t.lo; q < t.hi; ++q) gz[q * s + t.off] += w * g[q];
-  }
-}
-
 // sum_q g[q] * z[q * s + t.off] for q in [t.lo, t.hi)
 template <typename acc_t>
 inline acc_t ss_htap_dot(const acc_t* __restrict__ g, const acc_t* __restrict__ z, const TapRange& t,
@@ -93,11 +73,6 @@ inline acc_t ss_htap_dot(const acc_t* __restrict__ g, const acc_t* __restrict__ 
   acc_t sum = 0;
   for (int64_t q = t.lo; q < t.hi; ++q) sum += g[q] * z[q * s + t.off];
   return sum;
-}
-
-inline int64_t ss_grain(int64_t work_per_item) {
-  constexpr int64_t kTarget = 16384;
-  return std::max<int64_t>(1, kTarget / std::max<int64_t>(1, work_per_item));
 }
 
 // The intermediate row i of plane (n, oc): z = bv + sum over valid a of wv[a] * x row.
@@ -110,7 +85,7 @@ inline void ss_zrow(const SSGeometry& g, const scalar_t* xp, const acc_t* wvo, a
   for (int64_t a = 0; a < p.kernel_h; ++a) {
     const int64_t r = i * p.stride_h - p.pad_top + a * p.dilation_h;
     if (r < 0 || r >= p.in_h) continue;
-    const acc_t* xr = ss_row<scalar_t, acc_t>(xp + r * p.in_strides[2], W, p.in_strides[3], xbuf);
+    const acc_t* xr = row_as_acc<scalar_t, acc_t>(xp + r * p.in_strides[2], W, p.in_strides[3], xbuf);
     ss_axpy(z, xr, wvo[a], W);
   }
 }
@@ -126,7 +101,7 @@ void ss_forward(const SSGeometry& g, const scalar_t* x, const acc_t* wv, const a
   const auto is = p.in_strides;
   const auto os = p.out_strides;
   const int64_t plane_work = Ho * (KH * W + KW * Wo + W + Wo);
-  at::parallel_for(0, p.batch * Cy, ss_grain(plane_work), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, p.batch * Cy, grain_for(plane_work), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> z(W), acc(Wo), xbuf(W);
     for (int64_t plane = begin; plane < end; ++plane) {
       const int64_t n = plane / Cy, oc = plane % Cy;
@@ -168,7 +143,7 @@ void ss_backward(const SSGeometry& g, const scalar_t* go, const scalar_t* x, con
   const bool need_gz = gx != nullptr || need_v;
   const bool need_x = need_h || need_v;
   const int64_t plane_work = M * Ho * (2 * KH * W + 2 * KW * Wo + 2 * W) + H * W;
-  at::parallel_for(0, p.batch * C, ss_grain(plane_work), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, p.batch * C, grain_for(plane_work), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> gxacc(gx ? H * W : 0), z(need_h ? W : 0), gz(need_gz ? W : 0), gbuf(Wo), xbuf(W);
     for (int64_t pi = begin; pi < end; ++pi) {
       const int64_t n = pi / C, c = pi % C;
@@ -183,11 +158,11 @@ void ss_backward(const SSGeometry& g, const scalar_t* go, const scalar_t* x, con
         acc_t* slot = part ? part + (n * Cy + oc) * S : nullptr;
         if (slot) std::fill(slot, slot + S, acc_t(0));
         for (int64_t i = 0; i < Ho; ++i) {
-          const acc_t* gr = ss_row<scalar_t, acc_t>(gp + i * gs[2], Wo, gs[3], gbuf.data());
+          const acc_t* gr = row_as_acc<scalar_t, acc_t>(gp + i * gs[2], Wo, gs[3], gbuf.data());
           if (slot) slot[KH + KW + 1] += ss_sum(gr, Wo);
           if (need_gz) {
             std::fill(gz.begin(), gz.end(), acc_t(0));
-            for (int64_t b = 0; b < KW; ++b) ss_htap_t(gz.data(), gr, who[b], g.h_ranges[b], p.stride_w);
+            for (int64_t b = 0; b < KW; ++b) axpy_scatter(gz.data(), gr, who[b], g.h_ranges[b], p.stride_w);
             if (need_v) slot[KH + KW] += ss_sum(gz.data(), W);
           }
           if (need_h) std::fill(z.begin(), z.end(), b0v);
@@ -195,7 +170,7 @@ void ss_backward(const SSGeometry& g, const scalar_t* go, const scalar_t* x, con
             const int64_t r = i * p.stride_h - p.pad_top + a * p.dilation_h;
             if (r < 0 || r >= H) continue;
             if (need_x) {
-              const acc_t* xr = ss_row<scalar_t, acc_t>(xp + r * is[2], W, is[3], xbuf.data());
+              const acc_t* xr = row_as_acc<scalar_t, acc_t>(xp + r * is[2], W, is[3], xbuf.data());
               if (need_h) ss_axpy(z.data(), xr, wvo[a], W);
               if (need_v) slot[a] += ss_dot(gz.data(), xr, W);
             }
@@ -232,7 +207,7 @@ void ss_forward_cl(const SSGeometry& g, const scalar_t* x, const acc_t* wvT, con
   const auto os = p.out_strides;
   const int64_t CB = std::min<int64_t>(Cy, 64), nb = (Cy + CB - 1) / CB;
   const int64_t item_work = CB * (KH * W + KW * Wo + W + Wo);
-  at::parallel_for(0, p.batch * Ho * nb, ss_grain(item_work), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, p.batch * Ho * nb, grain_for(item_work), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> z(W * CB), acc(CB);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t cb = item % nb, i = (item / nb) % Ho, n = item / (nb * Ho);
@@ -293,7 +268,7 @@ void ss_backward_cl_m(const SSGeometry& g, const scalar_t* go, const scalar_t* x
   const int64_t CBi = std::min<int64_t>(C, std::max<int64_t>(1, 32 / M)), nb = (C + CBi - 1) / CBi;
   const int64_t CBo = CBi * M;
   const int64_t item_work = CBo * Ho * (2 * KH * W + 2 * KW * Wo + 2 * W) + CBi * H * W;
-  at::parallel_for(0, p.batch * nb, ss_grain(item_work), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, p.batch * nb, grain_for(item_work), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> gxacc(gx ? H * W * CBi : 0), z(need_h ? W * CBo : 0), gz(need_gz ? W * CBo : 0),
         gr(Wo * CBo), xr(W * CBi), dots(CBo);
     for (int64_t item = begin; item < end; ++item) {

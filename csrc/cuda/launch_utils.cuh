@@ -9,10 +9,12 @@
 //   set_smem_limit(kernel, bytes)                   opt in to > 48 KiB of dynamic shared memory
 //   sm_count()                                      SMs of the current device (cached per device)
 //   fast_path_enabled(FastPath)                     CONVEXT_DISABLE_FAST_PATHS, read once per process
-//   cuda_tc_enabled()                               CONVEXT_CUDA_TC, read on every call
+//   cuda_tc_enabled(), cuda_nonfinite_enabled()     CONVEXT_CUDA_TC / _NONFINITE, read on every call
+//                                                   (all three read in csrc/switches.h)
 #pragma once
 
 #include "cuda/depthwise_conv2d_device.cuh"
+#include "switches.h"
 
 #include <c10/cuda/CUDAException.h>
 #include <cuda_runtime.h>
@@ -88,55 +90,23 @@ inline int64_t sm_count() {
 }
 
 // ---------------------------------------------------------------------------
-// Run-time switches (the README's table). CONVEXT_DISABLE_FAST_PATHS: unset, "" or "0": every
-// fast path on; a comma list naming some of "gather", "colstrip", "nhwcbal", "nhwc2" switches off
-// just those; "1" (or any value naming none of them, e.g. "all"): every fast path off, which
-// restores the first-generation kernels exactly. The grad-weight fast paths (channels_last and
-// planar) have no name of their own: only the all-off value switches them off.
-// Read once per process (a function-local static of an inline function: one copy per process).
+// Run-time switches: read in csrc/switches.h (meanings and read rules there and in
+// docs/SWITCHES.md); the launchers use these names.
+//   CONVEXT_DISABLE_FAST_PATHS  fast_path_enabled(kFp...)  read once per process
+//   CONVEXT_CUDA_TC             cuda_tc_enabled()          read on every call
+//   CONVEXT_CUDA_NONFINITE      cuda_nonfinite_enabled()   read on every call
 // ---------------------------------------------------------------------------
-enum FastPath : unsigned {
-  kFpGather = 1u,          // forward engine: grad-input gather for stride > 1
-  kFpColstrip = 2u,        // forward engine: NCHW column strips
-  kFpNhwcBalance = 4u,     // forward engine: balanced channel blocks of the channels_last kernel
-  kFpNhwc2 = 8u,           // forward engine: channels_last strips with 16-byte vectors
-  kFpWeightCl = 16u,       // grad-weight: channels_last fast kernel
-  kFpWeightPlanar = 32u,   // grad-weight: planar fast kernel
-};
+using switches::FastPath;
+using switches::kFpGather;
+using switches::kFpColstrip;
+using switches::kFpNhwcBalance;
+using switches::kFpNhwc2;
+using switches::kFpWeightCl;
+using switches::kFpWeightPlanar;
+using switches::fast_path_enabled;
 
-inline unsigned parse_disabled_fast_paths(const char* e) {
-  constexpr unsigned all = kFpGather | kFpColstrip | kFpNhwcBalance | kFpNhwc2 | kFpWeightCl | kFpWeightPlanar;
-  if (e == nullptr || e[0] == '\0' || std::strcmp(e, "0") == 0) return 0;
-  unsigned off = 0;
-  if (std::strstr(e, "gather") != nullptr) off |= kFpGather;
-  if (std::strstr(e, "colstrip") != nullptr) off |= kFpColstrip;
-  if (std::strstr(e, "nhwcbal") != nullptr) off |= kFpNhwcBalance;
-  if (std::strstr(e, "nhwc2") != nullptr) off |= kFpNhwc2;
-  return off == 0 ? all : off;  // "1", "all", ...
-}
-
-inline bool fast_path_enabled(FastPath which) {
-  static const unsigned disabled = parse_disabled_fast_paths(std::getenv("CONVEXT_DISABLE_FAST_PATHS"));
-  return (disabled & which) == 0;
-}
-
-// CONVEXT_CUDA_TC=1: the opt-in tensor-core path. Read on every call (a getenv beside a kernel
-// launch costs nothing measurable), so a process can time both paths: bench/depthwise_conv2d.py's
-// "convext:cuda-tc" provider sets it around its calls.
-// CONVEXT_CUDA_NONFINITE=1: the non-finite fix-up passes (depthwise_conv2d_nonfinite.cuh) after the
-// fast forward families and the grad-weight families, so NaN/inf follow F.conv2d's pattern. Opt-in
-// because no GPU has run them yet (code no GPU has run is never a default path); read on every call,
-// like CONVEXT_CUDA_TC, so a test can switch it. The opt-in tensor-core forward always runs its
-// fix-up: that whole path is opt-in already.
-inline bool cuda_nonfinite_enabled() {
-  const char* e = std::getenv("CONVEXT_CUDA_NONFINITE");
-  return e != nullptr && std::strcmp(e, "1") == 0;
-}
-
-inline bool cuda_tc_enabled() {
-  const char* e = std::getenv("CONVEXT_CUDA_TC");
-  return e != nullptr && std::strcmp(e, "1") == 0;
-}
+inline bool cuda_nonfinite_enabled() { return switches::cuda_nonfinite(); }
+inline bool cuda_tc_enabled() { return switches::cuda_tc(); }
 
 }  // namespace cuda
 }  // namespace convext

@@ -51,7 +51,8 @@ def memory_format(t: torch.Tensor) -> torch.memory_format:
     """suggest_memory_format(t), memoised on (shape, strides): it costs microseconds per call."""
     if t.layout != torch.strided:
         return torch.contiguous_format
-    if torch.compiler.is_compiling():  # sizes may be symbolic: a dict look-up would specialise them
+    if type(t) is not torch.Tensor or torch.compiler.is_compiling():
+        # fake / traced tensors: sizes may be symbolic (unhashable, and a look-up would specialise them)
         return suggest_memory_format(t)
     k = (t.shape, t.stride())
     fmt = _FORMATS.get(k)

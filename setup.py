@@ -13,9 +13,9 @@ Environment:
   MAX_JOBS               parallel compile jobs (torch's own variable, read by ninja)
   CONVEXT_FORCE_CUDA=1   accepted for older scripts (.ci/run sets it); no effect, CUDA is built anyway
 
-The extension is built for Python's stable ABI (py_limited_api, as PyTorch's extension-cpp does): it uses no
-Python C API beyond creating the empty module `convext._C` (csrc/ops.cpp; the ops register through
-TORCH_LIBRARY), so one build (`convext/_C.abi3.so`, an abi3 wheel: tools/build_wheel.sh) loads on every
+The extension is built for Python's stable ABI (py_limited_api, as PyTorch's extension-cpp does): it uses only
+the stable-ABI part of the Python C API, to create the module `convext._C` and its switches view
+(csrc/ops.cpp; the ops register through TORCH_LIBRARY), so one build (`convext/_C.abi3.so`, an abi3 wheel: tools/build_wheel.sh) loads on every
 CPython >= 3.10 -- the version torch's cpp_extension pins with -DPy_LIMITED_API -- against the torch it was
 built with.
 """

@@ -157,9 +157,14 @@ def wheel_info(wheel, out_json, max_mib=64.0):
     py_syms = sorted({l.split()[-1] for l in tool("nm", "-D", "--undefined-only", so).splitlines()
                       if l.split() and l.split()[-1].startswith(("Py", "_Py"))})
     info["python_symbols"] = py_syms
-    extra = [s for s in py_syms if s not in ("PyModule_Create2",)]
+    # csrc/ops.cpp: the module, plus the switches view (_C.switches() / switch_names()), all from the
+    # stable ABI (it compiles with -DPy_LIMITED_API); anything else means a non-limited build.
+    stable = {"PyModule_Create2", "PyArg_ParseTuple", "PyBool_FromLong", "PyDict_New", "PyDict_SetItemString",
+              "PyErr_SetString", "PyExc_RuntimeError", "PyList_Append", "PyList_New", "PyTuple_New",
+              "PyTuple_SetItem", "PyUnicode_FromString", "Py_BuildValue", "_Py_Dealloc", "_Py_NoneStruct"}
+    extra = [s for s in py_syms if s not in stable]
     if extra:
-        info["problems"].append(f"uses Python C API beyond module creation: {extra}")
+        info["problems"].append(f"uses Python C API symbols outside the known stable-ABI set: {extra}")
     glibc = sorted({w.strip("()") for l in tool("objdump", "-T", so).splitlines() for w in l.split()
                     if w.strip("()").startswith(("GLIBC_", "GLIBCXX_", "CXXABI_"))})
     info["symbol_versions_max"] = {p: max((w for w in glibc if w.startswith(p + "_")),

@@ -19,8 +19,10 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+from torch.overrides import has_torch_function_variadic
 
 _PLANS: dict = {}
+_GENERATION = [0]  # bumped by clear(): layer memos (layer_key) made before it are stale
 _DEVICE_TYPES = ("cpu", "cuda")
 MAX_PLANS = 4096
 
@@ -79,3 +81,30 @@ def put(k, plan):
 
 def clear():
     _PLANS.clear()
+    _GENERATION[0] += 1
+
+
+def _plain_tensor(t) -> bool:
+    return t is None or type(t) is torch.Tensor or type(t) is torch.nn.Parameter
+
+
+def layer_key(layer, x, switches) -> Optional[tuple]:
+    """A layer's own memo key (convext.nn.DepthwiseConv2d keeps one plan per layer): the same
+    inputs as `key` for its call, read with fewer calls -- the parameters straight from
+    `_parameters`, the arguments as the layer's attributes, compared with == (never hashed).
+    None when the call must take the full path (`key`'s conditions, and __torch_function__)."""
+    if type(x) is not torch.Tensor:
+        return None
+    params = layer._parameters
+    w, b = params["weight"], params["bias"]
+    device = x.device
+    if (device.type not in _DEVICE_TYPES or has_torch_function_variadic(x, w, b)
+            or torch._C._is_any_autocast_enabled() or torch.compiler.is_compiling() or torch._C._is_tracing()
+            or torch._C._len_torch_dispatch_stack() or torch._C._are_functorch_transforms_active()
+            or not _plain_tensor(w) or not _plain_tensor(b)):
+        return None
+    return (_GENERATION[0], x.shape, x.stride(), x.dtype, device, x.requires_grad, torch.is_grad_enabled(),
+            torch.get_num_threads() if device.type == "cpu" else 0, switches, w.shape, w.dtype, w.device,
+            w.requires_grad,
+            None if b is None else (b.shape, b.dtype, b.device, b.requires_grad),
+            layer.stride, layer.padding, layer.dilation, layer.backend)

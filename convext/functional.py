@@ -96,6 +96,11 @@ def depthwise_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, 
     if has_torch_function_variadic(input, weight, bias):
         return handle_torch_function(depthwise_conv2d, (input, weight, bias), input, weight, bias, stride,
                                      padding, dilation, backend=backend)
+    return _depthwise_conv2d(input, weight, bias, stride, padding, dilation, backend)[0]
+
+
+def _depthwise_conv2d(input, weight, bias, stride, padding, dilation, backend):
+    """(depthwise_conv2d's result, its memoised plan or None): after the __torch_function__ check."""
     key = _plan.key("depthwise_conv2d", (input, weight, bias), (stride, padding, dilation, backend),
                     _backend.switches())
     plan = None if key is None else _plan.get(key)
@@ -105,9 +110,10 @@ def depthwise_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, 
         x = input.unsqueeze(0) if g.unbatched else input
         name, final = _resolve_depthwise_conv2d(x, weight, bias, g, backend)
         plan = (name, g, _ops.memory_format(x))
-        if key is not None and final:
-            _plan.put(key, plan)
-    return _planned_depthwise_conv2d(plan, input, weight, bias)
+        if key is None or not final:
+            return _planned_depthwise_conv2d(plan, input, weight, bias), None
+        _plan.put(key, plan)
+    return _planned_depthwise_conv2d(plan, input, weight, bias), plan
 
 
 def depthwise_separable_conv2d(input, depthwise_weight, pointwise_weight, depthwise_bias=None,

@@ -6,9 +6,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import handle_torch_function, has_torch_function_unary
 
-from . import _backend, _geometry
-from .functional import (depthwise_conv1d, depthwise_conv2d, depthwise_conv_transpose2d,
-                         depthwise_separable_conv2d)
+from . import _backend, _geometry, _plan
+from .functional import (_depthwise_conv2d, _planned_depthwise_conv2d, depthwise_conv1d, depthwise_conv2d,
+                         depthwise_conv_transpose2d, depthwise_separable_conv2d)
 
 __all__ = ["DepthwiseConv2d", "DepthwiseSeparableConv2d", "DepthwiseConv1d", "DepthwiseConvTranspose2d"]
 
@@ -80,8 +80,26 @@ class DepthwiseConv2d(nn.Conv2d):
         if self.padding_mode != "zeros":
             return depthwise_conv2d(_non_zero_padding(self, input), self.weight, self.bias, self.stride, 0,
                                     self.dilation, backend=self.backend)
-        return depthwise_conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                                backend=self.backend)
+        # The layer's own memo of depthwise_conv2d's plan (convext/_plan.py, layer_key): a layer is
+        # called with the same shapes every step, so this is the common path; anything else, the function.
+        key = _plan.layer_key(self, input, _backend.switches())
+        if key is None:
+            return depthwise_conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                                    backend=self.backend)
+        memo = self.__dict__.get("_convext_plan")
+        params = self._parameters
+        if memo is not None and memo[0] == key:
+            return _planned_depthwise_conv2d(memo[1], input, params["weight"], params["bias"])
+        out, plan = _depthwise_conv2d(input, params["weight"], params["bias"], self.stride, self.padding,
+                                      self.dilation, self.backend)
+        if plan is not None:
+            self.__dict__["_convext_plan"] = (key, plan)
+        return out
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_convext_plan", None)  # a memo of this process: never saved, pickled or copied
+        return state
 
     def extra_repr(self):
         return super().extra_repr() + f", backend={self.backend!r}"

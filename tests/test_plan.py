@@ -194,3 +194,53 @@ def test_auto_choice_per_direction(monkeypatch, tmp_path):
         assert _autotune.stats()["timed"] == 2
     finally:
         _autotune.reset()
+
+
+# --------------------------------------------------------------------------- the layer's own memo
+
+
+def test_layer_memo_follows_switches_dtype_and_grad(monkeypatch):
+    calls = _count_op_calls(monkeypatch)
+    m = convext.nn.DepthwiseConv2d(4, 5, padding=2)
+    x = torch.randn(1, 4, 9, 9)
+    m(x)
+    m(x)
+    assert "_convext_plan" in m.__dict__
+    before = calls.get("torch", 0)
+    monkeypatch.setattr(_backend, "FORCED", "torch")
+    m(x)
+    assert calls.get("torch", 0) == before + 1
+    monkeypatch.setattr(_backend, "FORCED", None)
+    m(x)
+    m.double()
+    with pytest.raises(TypeError, match="weight"):  # convext's own check, not a stale plan
+        m(x)
+    xd = x.double()
+    torch.testing.assert_close(m(xd), F.conv2d(xd, m.weight, m.bias, 1, 2, groups=4))
+    m.weight.requires_grad_(False)
+    m(xd)
+    m.weight.requires_grad_(True)
+    m(xd).sum().backward()
+    assert m.weight.grad is not None and m.bias.grad is not None
+
+
+def test_layer_memo_is_never_saved_or_copied():
+    import copy
+    import io
+    m = convext.nn.DepthwiseConv2d(3, 3, padding=1)
+    m(torch.randn(1, 3, 5, 5))
+    assert "_convext_plan" in m.__dict__
+    assert "_convext_plan" not in copy.deepcopy(m).__dict__
+    buf = io.BytesIO()
+    torch.save(m, buf)
+    buf.seek(0)
+    assert "_convext_plan" not in torch.load(buf, weights_only=False).__dict__
+
+
+def test_layer_memo_forgotten_on_clear():
+    m = convext.nn.DepthwiseConv2d(3, 3, padding=1)
+    x = torch.randn(1, 3, 5, 5)
+    m(x)
+    key = m.__dict__["_convext_plan"][0]
+    _plan.clear()
+    assert _plan.layer_key(m, x, _backend.switches()) != key

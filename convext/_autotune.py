@@ -150,6 +150,11 @@ def family_key(op: str, tensors, extra) -> tuple:
     return (op, x.device.type, x.device.index, x.dtype, layout_of(x), direction(tensors), shapes, extra)
 
 
+def _exact_key(fkey: tuple, x: torch.Tensor) -> tuple:
+    """The family key plus what it leaves out: the input's own shape and the CPU thread count."""
+    return fkey + (tuple(x.shape), _threads(x.device.type))
+
+
 def _threads(device_type: str) -> int:
     return torch.get_num_threads() if device_type == "cpu" else 0
 
@@ -270,7 +275,7 @@ def choose(op: str, tensors, extra, run, candidates: Sequence[str], static: str)
         hit = _FAMILY.get(fkey)
         return hit if hit is not None and hit in candidates else static
     x = tensors[0]
-    key = fkey + (tuple(x.shape), _threads(x.device.type))
+    key = _exact_key(fkey, x)
     hit = _EXACT.get(key)
     if hit is not None and hit in candidates:
         _STATS["hits"] += 1
@@ -302,8 +307,7 @@ def choose(op: str, tensors, extra, run, candidates: Sequence[str], static: str)
 def settled(op: str, tensors, extra) -> bool:
     """Whether `choose` answers this call from its exact-key memory from now on, with no report
     left to print: what a memo of its answer (convext/_plan.py) may rely on."""
-    x = tensors[0]
-    key = family_key(op, tensors, extra) + (tuple(x.shape), _threads(x.device.type))
+    key = _exact_key(family_key(op, tensors, extra), tensors[0])
     return key in _EXACT and (_state["reported"] or key != _state["first"])
 
 

@@ -50,16 +50,20 @@ def _tensor(t):
     raise TypeError("not a plain tensor")
 
 
+def _plain_eager(device: torch.device) -> bool:
+    """cpu / cuda, no autocast, nothing tracing or transforming the call: when a memo may be used."""
+    return (device.type in _DEVICE_TYPES and not torch._C._is_any_autocast_enabled()
+            and not torch.compiler.is_compiling() and not torch._C._is_tracing()
+            and not torch._C._len_torch_dispatch_stack() and not torch._C._are_functorch_transforms_active())
+
+
 def key(op: str, tensors, args, switches) -> Optional[tuple]:
     """The memo key of a call, or None when the call must take the full path."""
     x = tensors[0]
     if type(x) is not torch.Tensor:
         return None
     device = x.device
-    if device.type not in _DEVICE_TYPES:  # meta and other devices: the full path
-        return None
-    if (torch.is_autocast_enabled(device.type) or torch.compiler.is_compiling() or torch._C._is_tracing()
-            or torch._C._len_torch_dispatch_stack() or torch._C._are_functorch_transforms_active()):
+    if not _plain_eager(device):
         return None
     try:
         return (op, x.shape, x.stride(), x.dtype, device, x.requires_grad, torch.is_grad_enabled(),
@@ -98,9 +102,7 @@ def layer_key(layer, x, switches) -> Optional[tuple]:
     params = layer._parameters
     w, b = params["weight"], params["bias"]
     device = x.device
-    if (device.type not in _DEVICE_TYPES or has_torch_function_variadic(x, w, b)
-            or torch._C._is_any_autocast_enabled() or torch.compiler.is_compiling() or torch._C._is_tracing()
-            or torch._C._len_torch_dispatch_stack() or torch._C._are_functorch_transforms_active()
+    if (not _plain_eager(device) or has_torch_function_variadic(x, w, b)
             or not _plain_tensor(w) or not _plain_tensor(b)):
         return None
     return (_GENERATION[0], x.shape, x.stride(), x.dtype, device, x.requires_grad, torch.is_grad_enabled(),

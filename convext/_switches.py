@@ -71,7 +71,7 @@ _ALL = (
            "uses it for fp32 (tests). Read in convext/triton/depthwise_conv2d_tc.py"),
     Switch("CONVEXT_TRITON_AUTOTUNE", "bool", "1, 0", "1", "import", "triton",
            "Triton backend: 0 takes each kernel's first config instead of autotuning (tests). Read in "
-           "convext/triton/depthwise_conv2d.py and depthwise_separable_conv2d.py"),
+           "convext/triton/_common.py"),
     Switch("CONVEXT_TEST_ALLOW_MISSING", "list", "comma list of backends (cuda, triton)", "unset", "import",
            "tests", "the test suite: a GPU machine may lack these backends without failing (tests/conftest.py)"),
 )

@@ -17,8 +17,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "cpu/cpu_isa.h"
@@ -129,6 +131,18 @@ void check_same_dtype(const at::Tensor& a, const char* an, const at::Tensor& b, 
               bn, " (", b.scalar_type(), ") must have the same dtype");
 }
 
+// The channel-blocked NCHW kernels (depthwise_conv2d_cblock_kernel.h) or the plane kernels?
+// `dir`: 0 forward / grad-input at stride 1, 1 grad-input at stride > 1, 2 grad-weight.
+// TEMPORARY: CONVEXT_CPU_CB=0/1 forces (measurement only).
+bool use_channel_blocks(const DepthwiseConv2dParams& p, int dir) {
+  if (p.multiplier != 1) return false;
+  if (const char* e = std::getenv("CONVEXT_CPU_CB")) {
+    if (e[0] == '0') return false;
+    if (e[0] == '1') return true;
+  }
+  return true;
+}
+
 // weight (Cout, 1, KH, KW), any strides -> acc_t (Cout, KH*KW) and transposed (KH*KW, Cout),
 // optionally with the kernel flipped in both spatial dims.
 template <typename scalar_t, typename acc_t>
@@ -191,7 +205,11 @@ at::Tensor depthwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weigh
     if (fmt == at::MemoryFormat::ChannelsLast) {
       CONVEXT_CPU_CALL(conv_cl, g, x, wT.data(), bptr, y);
     } else {
-      CONVEXT_CPU_CALL(conv_nchw, g, x, w.data(), bptr, y);
+      if (use_channel_blocks(p, 0)) {
+        CONVEXT_CPU_CALL(conv_nchw_cb, g, x, w.data(), wT.data(), bptr, y);
+      } else {
+        CONVEXT_CPU_CALL(conv_nchw, g, x, w.data(), bptr, y);
+      }
     }
   });
   return out;
@@ -230,10 +248,14 @@ at::Tensor depthwise_conv2d_backward_input_cpu(const at::Tensor& grad_output, co
     scalar_t* out = gi.mutable_data_ptr<scalar_t>();
     if (unit_stride && cl) {
       CONVEXT_CPU_CALL(conv_cl, g, go, wT.data(), static_cast<const acc_t*>(nullptr), out);
+    } else if (unit_stride && use_channel_blocks(p, 0)) {
+      CONVEXT_CPU_CALL(conv_nchw_cb, g, go, w.data(), wT.data(), static_cast<const acc_t*>(nullptr), out);
     } else if (unit_stride) {
       CONVEXT_CPU_CALL(conv_nchw, g, go, w.data(), static_cast<const acc_t*>(nullptr), out);
     } else if (cl) {
       CONVEXT_CPU_CALL(backward_input_cl, g, go, wT.data(), out);
+    } else if (use_channel_blocks(p, 1)) {
+      CONVEXT_CPU_CALL(backward_input_nchw_cb, g, go, wT.data(), out);
     } else {
       CONVEXT_CPU_CALL(backward_input_nchw, g, go, w.data(), out);
     }
@@ -271,6 +293,8 @@ std::tuple<at::Tensor, at::Tensor> depthwise_conv2d_backward_weight_cpu(
       acc_t* bptr = compute_bias ? b.data() : nullptr;
       if (cl) {
         CONVEXT_CPU_CALL(backward_weight_cl, g, go, x, w.data(), bptr);
+      } else if (use_channel_blocks(p, 2)) {
+        CONVEXT_CPU_CALL(backward_weight_nchw_cb, g, go, x, w.data(), bptr);
       } else {
         CONVEXT_CPU_CALL(backward_weight_planes, g, go, x, w.data(), bptr);
       }

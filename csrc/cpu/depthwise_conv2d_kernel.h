@@ -31,3 +31,4 @@
 #include "cpu/depthwise_conv2d_fwd_kernel.h"           // conv_nchw, conv_cl
 #include "cpu/depthwise_conv2d_bwd_input_kernel.h"     // backward_input_nchw, backward_input_cl
 #include "cpu/depthwise_conv2d_bwd_weight_kernel.h"    // backward_weight_planes, backward_weight_cl
+#include "cpu/depthwise_conv2d_cblock_kernel.h"        // conv_nchw_cb, backward_input_nchw_cb, backward_weight_nchw_cb

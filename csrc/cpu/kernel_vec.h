@@ -3,7 +3,7 @@
 //
 // Per-ISA header (no include guard): included once per ISA copy, inside that copy's namespace
 // and `#pragma GCC target` region, with CONVEXT_VEC_BYTES defined (see depthwise_conv2d_kernel.h).
-// Includes nothing; the including .cpp provides <cstring> and <cstdint>.
+// Includes nothing; the including .cpp provides <cstring>, <cstdint> and <utility>.
 
 #ifndef CONVEXT_VEC_BYTES
 #error "kernel_vec.h: define CONVEXT_VEC_BYTES before including"
@@ -38,4 +38,47 @@ inline void vstore(T* p, const typename Vec<T>::type& v) {
 template <typename T>
 inline typename Vec<T>::type vzero() {
   return typename Vec<T>::type{};
+}
+
+// In-register transpose of a VL x VL tile (v[r] holds row r): afterwards v[c] holds column c.
+// One stage per bit of the lane index swaps the off-diagonal halves of every 2h x 2h block with
+// two-source shuffles (vpermt2ps / vpermt2pd on AVX-512); the stages commute.
+typedef int32_t vint32_t __attribute__((vector_size(CONVEXT_VEC_BYTES)));
+typedef int64_t vint64_t __attribute__((vector_size(CONVEXT_VEC_BYTES)));
+template <typename T>
+struct VecIndex;
+template <>
+struct VecIndex<float> {
+  using type = vint32_t;
+};
+template <>
+struct VecIndex<double> {
+  using type = vint64_t;
+};
+
+constexpr int transpose_lo(int L, int h, int c) { return (c & h) ? L + c - h : c; }
+constexpr int transpose_hi(int L, int h, int c) { return (c & h) ? L + c : c + h; }
+
+template <typename T, int h, size_t... c>
+inline void transpose_stage(typename Vec<T>::type* v, std::index_sequence<c...>) {
+  using I = typename VecIndex<T>::type;
+  constexpr int L = static_cast<int>(Vec<T>::size);
+  const I lo = {transpose_lo(L, h, static_cast<int>(c))...};
+  const I hi = {transpose_hi(L, h, static_cast<int>(c))...};
+  for (int r = 0; r < L; ++r) {
+    if (r & h) continue;
+    const auto a = v[r], b = v[r + h];
+    v[r] = __builtin_shuffle(a, b, lo);
+    v[r + h] = __builtin_shuffle(a, b, hi);
+  }
+}
+
+template <typename T>
+inline void transpose_tile(typename Vec<T>::type* v) {
+  constexpr int L = static_cast<int>(Vec<T>::size);
+  using Idx = std::make_index_sequence<L>;
+  if constexpr (L >= 16) transpose_stage<T, 8>(v, Idx{});
+  if constexpr (L >= 8) transpose_stage<T, 4>(v, Idx{});
+  if constexpr (L >= 4) transpose_stage<T, 2>(v, Idx{});
+  if constexpr (L >= 2) transpose_stage<T, 1>(v, Idx{});
 }

@@ -143,25 +143,31 @@ bool use_channel_blocks(const DepthwiseConv2dParams& p, int dir) {
   return true;
 }
 
-// weight (Cout, 1, KH, KW), any strides -> acc_t (Cout, KH*KW) and transposed (KH*KW, Cout),
-// optionally with the kernel flipped in both spatial dims.
+// weight (Cout, 1, KH, KW), any strides -> acc_t w (Cout, KH*KW), optionally with the kernel flipped in
+// both spatial dims, and, when `wT` is given, its transpose (KH*KW, Cout).
 template <typename scalar_t, typename acc_t>
-void load_weight(const at::Tensor& weight, std::vector<acc_t>& w, std::vector<acc_t>& wT,
-                 bool flip = false) {
+void load_weight(const at::Tensor& weight, std::vector<acc_t>& w, std::vector<acc_t>* wT, bool flip = false) {
   const int64_t Cout = weight.size(0), KH = weight.size(2), KW = weight.size(3), taps = KH * KW;
   const scalar_t* src = weight.const_data_ptr<scalar_t>();
   const int64_t s0 = weight.stride(0), s2 = weight.stride(2), s3 = weight.stride(3);
   w.resize(Cout * taps);
-  wT.resize(Cout * taps);
-  for (int64_t oc = 0; oc < Cout; ++oc) {
-    for (int64_t kh = 0; kh < KH; ++kh) {
-      for (int64_t kw = 0; kw < KW; ++kw) {
-        const int64_t sh = flip ? KH - 1 - kh : kh, sw = flip ? KW - 1 - kw : kw;
-        const acc_t v = static_cast<acc_t>(src[oc * s0 + sh * s2 + sw * s3]);
-        w[oc * taps + kh * KW + kw] = v;
-        wT[(kh * KW + kw) * Cout + oc] = v;
+  if (std::is_same_v<scalar_t, acc_t> && !flip && s3 == 1 && s2 == KW && s0 == taps) {
+    std::memcpy(w.data(), src, sizeof(acc_t) * Cout * taps);
+  } else {
+    for (int64_t oc = 0; oc < Cout; ++oc) {
+      for (int64_t kh = 0; kh < KH; ++kh) {
+        for (int64_t kw = 0; kw < KW; ++kw) {
+          const int64_t sh = flip ? KH - 1 - kh : kh, sw = flip ? KW - 1 - kw : kw;
+          w[oc * taps + kh * KW + kw] = static_cast<acc_t>(src[oc * s0 + sh * s2 + sw * s3]);
+        }
       }
     }
+  }
+  if (!wT) return;
+  wT->resize(Cout * taps);
+  for (int64_t t = 0; t < taps; ++t) {
+    acc_t* d = wT->data() + t * Cout;
+    for (int64_t oc = 0; oc < Cout; ++oc) d[oc] = w[oc * taps + t];
   }
 }
 
@@ -191,8 +197,9 @@ at::Tensor depthwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weigh
   const Geometry g = make_geometry(p);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "convext_depthwise_conv2d_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    const bool cl = fmt == at::MemoryFormat::ChannelsLast;
     std::vector<acc_t> w, wT, b;
-    load_weight<scalar_t, acc_t>(weight, w, wT);
+    load_weight<scalar_t, acc_t>(weight, w, cl ? &wT : nullptr);
     if (has_bias) {
       const auto& bt = *bias_opt;
       const scalar_t* bp = bt.const_data_ptr<scalar_t>();
@@ -202,11 +209,11 @@ at::Tensor depthwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weigh
     const acc_t* bptr = has_bias ? b.data() : nullptr;
     const scalar_t* x = input.const_data_ptr<scalar_t>();
     scalar_t* y = out.mutable_data_ptr<scalar_t>();
-    if (fmt == at::MemoryFormat::ChannelsLast) {
+    if (cl) {
       CONVEXT_CPU_CALL(conv_cl, g, x, wT.data(), bptr, y);
     } else {
       if (use_channel_blocks(p, 0)) {
-        CONVEXT_CPU_CALL(conv_nchw_cb, g, x, w.data(), wT.data(), bptr, y);
+        CONVEXT_CPU_CALL(conv_nchw_cb, g, x, w.data(), bptr, y);
       } else {
         CONVEXT_CPU_CALL(conv_nchw, g, x, w.data(), bptr, y);
       }
@@ -243,19 +250,19 @@ at::Tensor depthwise_conv2d_backward_input_cpu(const at::Tensor& grad_output, co
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(), "convext_depthwise_conv2d_backward_input_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     std::vector<acc_t> w, wT;
-    load_weight<scalar_t, acc_t>(weight, w, wT, /*flip=*/unit_stride);
+    load_weight<scalar_t, acc_t>(weight, w, cl ? &wT : nullptr, /*flip=*/unit_stride);
     const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
     scalar_t* out = gi.mutable_data_ptr<scalar_t>();
     if (unit_stride && cl) {
       CONVEXT_CPU_CALL(conv_cl, g, go, wT.data(), static_cast<const acc_t*>(nullptr), out);
     } else if (unit_stride && use_channel_blocks(p, 0)) {
-      CONVEXT_CPU_CALL(conv_nchw_cb, g, go, w.data(), wT.data(), static_cast<const acc_t*>(nullptr), out);
+      CONVEXT_CPU_CALL(conv_nchw_cb, g, go, w.data(), static_cast<const acc_t*>(nullptr), out);
     } else if (unit_stride) {
       CONVEXT_CPU_CALL(conv_nchw, g, go, w.data(), static_cast<const acc_t*>(nullptr), out);
     } else if (cl) {
       CONVEXT_CPU_CALL(backward_input_cl, g, go, wT.data(), out);
     } else if (use_channel_blocks(p, 1)) {
-      CONVEXT_CPU_CALL(backward_input_nchw_cb, g, go, wT.data(), out);
+      CONVEXT_CPU_CALL(backward_input_nchw_cb, g, go, w.data(), out);
     } else {
       CONVEXT_CPU_CALL(backward_input_nchw, g, go, w.data(), out);
     }

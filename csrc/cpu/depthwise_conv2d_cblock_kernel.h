@@ -12,7 +12,7 @@
 // one runs: use_channel_blocks (csrc/cpu/depthwise_conv2d.cpp).
 //
 // Per-ISA header (no include guard), part of depthwise_conv2d_kernel.h: uses kernel_vec.h,
-// conv_plane_exact and all_finite (depthwise_conv2d_fwd_kernel.h) and Geometry.
+// conv_plane_exact (depthwise_conv2d_fwd_kernel.h), TapRange and Geometry.
 
 // dst[(i * Wb + j) * VL + l] = plane l of src at (i - row0, j - col0) for l < nc, zero where that
 // is outside [0, H) x [0, W) and for l >= nc. Plane l starts at src + l * sc; sh, sw: element strides.
@@ -127,37 +127,86 @@ inline void cb_tap_offsets(const DepthwiseConv2dParams& p, int64_t Wb, int64_t L
       toff[kh * p.kernel_w + kw] = (kh * p.dilation_h * Wb + kw * p.dilation_w) * L;
 }
 
-// Weight rows c0 .. c0 + nc of wT (taps, Cw) as (taps, VL), zero past nc; bias likewise.
+// w (C, taps) as one (taps, VL) tile per block of VL channels (zero past C): block b's weights for
+// tap t are one vector load at (b * taps + t) * VL. Transposed with cb_pack.
 template <typename acc_t>
-inline void cb_weights(acc_t* __restrict__ wb, const acc_t* wT, int64_t taps, int64_t Cw, int64_t c0, int64_t nc) {
+std::vector<acc_t> cb_weights(const acc_t* w, int64_t taps, int64_t C) {
   constexpr int64_t L = Vec<acc_t>::size;
-  for (int64_t t = 0; t < taps; ++t)
-    for (int64_t l = 0; l < L; ++l) wb[t * L + l] = l < nc ? wT[t * Cw + c0 + l] : acc_t(0);
+  const int64_t nblk = (C + L - 1) / L;
+  std::vector<acc_t> wp(nblk * taps * L);
+  for (int64_t b = 0; b < nblk; ++b)
+    cb_pack(wp.data() + b * taps * L, 1, taps, w + b * L * taps, std::min(L, C - b * L), taps, taps, 1, 1, taps, 0, 0);
+  return wp;
 }
 
-// PW output pixels (buffer pixel step xstep elements) of one block: bias + sum over taps.
+// Whether a block's weights (taps x VL) are all finite: w - w is 0 or NaN.
+template <typename acc_t>
+inline bool cb_finite(const acc_t* wb, int64_t taps) {
+  using V = typename Vec<acc_t>::type;
+  constexpr int64_t L = Vec<acc_t>::size;
+  V z = vzero<acc_t>();
+  for (int64_t t = 0; t < taps; ++t) {
+    const V v = vload(wb + t * L);
+    z += v - v;
+  }
+  acc_t lanes[L];
+  vstore(lanes, z);
+  bool ok = true;
+  for (int64_t l = 0; l < L; ++l) ok &= lanes[l] == acc_t(0);
+  return ok;
+}
+
+// PW output pixels of one block, pixel j reading the buffer at xp[j] + toff[t] for tap t:
+// bias + sum over taps, stored at o + j * VL. The pixels may lie in different output rows.
 template <typename acc_t, int PW>
-inline void cb_conv_pixels(acc_t* __restrict__ o, const acc_t* __restrict__ x0, int64_t xstep,
-                           const int64_t* __restrict__ toff, int64_t taps, const acc_t* __restrict__ wb,
-                           const typename Vec<acc_t>::type& bias) {
+inline void cb_conv_pixels(acc_t* __restrict__ o, const acc_t* const* xp, const int64_t* __restrict__ toff,
+                           int64_t taps, const acc_t* __restrict__ wb, const typename Vec<acc_t>::type& bias) {
   using V = typename Vec<acc_t>::type;
   constexpr int64_t L = Vec<acc_t>::size;
   V a[PW];
   for (int j = 0; j < PW; ++j) a[j] = bias;
   for (int64_t t = 0; t < taps; ++t) {
     const V wv = vload(wb + t * L);
-    const acc_t* q = x0 + toff[t];
-    for (int j = 0; j < PW; ++j) a[j] += wv * vload(q + j * xstep);
+    const int64_t off = toff[t];
+    for (int j = 0; j < PW; ++j) a[j] += wv * vload(xp[j] + off);
   }
   for (int j = 0; j < PW; ++j) vstore(o + j * L, a[j]);
 }
 
-// y (N, Cy, Ho, Wo) contiguous; x through p.in_strides; w (Cy, taps) and wT (taps, Cy); M = 1
-// (with g.reduce: grad-input at stride 1, the weight already flipped). A block with a non-finite
-// weight runs conv_plane_exact per plane (the padding must not meet that weight).
+// All Ho x Wo outputs of one block (buffer xb, layout cb_dims), in flat order, groups of 8 pixels
+// (then 4, then 1) so that short rows still give independent accumulation chains.
+template <typename acc_t>
+inline void cb_conv_block(acc_t* __restrict__ ob, const acc_t* xb, const DepthwiseConv2dParams& p, int64_t Wb,
+                          const int64_t* toff, int64_t taps, const acc_t* wb, const typename Vec<acc_t>::type& bias) {
+  constexpr int64_t L = Vec<acc_t>::size;
+  const int64_t Wo = p.out_w, HWo = p.out_h * Wo, xstep = p.stride_w * L, xrow = p.stride_h * Wb * L;
+  const acc_t* xp[8];
+  int64_t oh = 0, ow = 0, q = 0;
+  auto next = [&](int n) {
+    for (int j = 0; j < n; ++j) {
+      xp[j] = xb + oh * xrow + ow * xstep;
+      if (++ow == Wo) ow = 0, ++oh;
+    }
+  };
+  for (; q + 8 <= HWo; q += 8) {
+    next(8);
+    cb_conv_pixels<acc_t, 8>(ob + q * L, xp, toff, taps, wb, bias);
+  }
+  for (; q + 4 <= HWo; q += 4) {
+    next(4);
+    cb_conv_pixels<acc_t, 4>(ob + q * L, xp, toff, taps, wb, bias);
+  }
+  for (; q < HWo; ++q) {
+    next(1);
+    cb_conv_pixels<acc_t, 1>(ob + q * L, xp, toff, taps, wb, bias);
+  }
+}
+
+// y (N, C, Ho, Wo) contiguous; x through p.in_strides; w (C, taps); M = 1 (with g.reduce:
+// grad-input at stride 1, the weight already flipped). A block with a non-finite weight runs
+// conv_plane_exact per plane (the padding must not meet that weight).
 template <typename scalar_t, typename acc_t>
-void conv_nchw_cb(const Geometry& g, const scalar_t* x, const acc_t* w, const acc_t* wT, const acc_t* bias,
-                  scalar_t* y) {
+void conv_nchw_cb(const Geometry& g, const scalar_t* x, const acc_t* w, const acc_t* bias, scalar_t* y) {
   using V = typename Vec<acc_t>::type;
   constexpr int64_t L = Vec<acc_t>::size;
   const auto& p = g.p;
@@ -166,46 +215,36 @@ void conv_nchw_cb(const Geometry& g, const scalar_t* x, const acc_t* w, const ac
   const CbDims dims = cb_dims(p);
   const int64_t Hb = dims.Hb, Wb = dims.Wb;
   const int64_t nblk = (C + L - 1) / L;
+  const std::vector<acc_t> wp = cb_weights(w, taps, C);
+  std::vector<acc_t> bp(nblk * L, acc_t(0));
+  if (bias) std::copy(bias, bias + C, bp.begin());
   const int64_t block_work = L * (Ho * Wo * taps + Hb * Wb);
   at::parallel_for(0, p.batch * nblk, grain_for(block_work), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> xb(Hb * Wb * L), ob(Ho * Wo * L), wb(taps * L), bb(L, acc_t(0));
+    std::vector<acc_t> xb(Hb * Wb * L), ob(Ho * Wo * L);
     std::vector<int64_t> toff;
     cb_tap_offsets(p, Wb, L, toff);
-    const int64_t xstep = p.stride_w * L, xrow = p.stride_h * Wb * L;
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t n = item / nblk, c0 = (item % nblk) * L, nc = std::min(L, C - c0);
+      const int64_t n = item / nblk, blk = item % nblk, c0 = blk * L, nc = std::min(L, C - c0);
       scalar_t* yb = y + (n * C + c0) * Ho * Wo;
-      bool finite = true;
-      for (int64_t l = 0; l < nc; ++l) finite &= all_finite(w + (c0 + l) * taps, taps);
-      if (!finite) {
+      const acc_t* wb = wp.data() + blk * taps * L;
+      if (!cb_finite(wb, taps)) {
         for (int64_t l = 0; l < nc; ++l)
-          conv_plane_exact(g, x, w, bias ? bias[c0 + l] : acc_t(0), n, c0 + l, yb + l * Ho * Wo);
+          conv_plane_exact(g, x, w, bp[c0 + l], n, c0 + l, yb + l * Ho * Wo);
         continue;
       }
-      cb_weights(wb.data(), wT, taps, C, c0, nc);
-      if (bias)
-        for (int64_t l = 0; l < nc; ++l) bb[l] = bias[c0 + l];
-      const V bv = vload(bb.data());
+      const V bv = vload(bp.data() + c0);
       cb_pack(xb.data(), Hb, Wb, x + n * is[0] + c0 * is[1], nc, is[1], is[2], is[3], p.in_h, p.in_w, p.pad_top,
               p.pad_left);
-      for (int64_t oh = 0; oh < Ho; ++oh) {
-        const acc_t* xr = xb.data() + oh * xrow;
-        acc_t* orow = ob.data() + oh * Wo * L;
-        int64_t ow = 0;
-        for (; ow + 4 <= Wo; ow += 4)
-          cb_conv_pixels<acc_t, 4>(orow + ow * L, xr + ow * xstep, xstep, toff.data(), taps, wb.data(), bv);
-        for (; ow < Wo; ++ow)
-          cb_conv_pixels<acc_t, 1>(orow + ow * L, xr + ow * xstep, xstep, toff.data(), taps, wb.data(), bv);
-      }
+      cb_conv_block(ob.data(), xb.data(), p, Wb, toff.data(), taps, wb, bv);
       cb_unpack(yb, Ho, Wo, ob.data(), Ho, Wo, 0, 0, nc);
     }
   });
 }
 
-// grad_input (N, C, H, W) contiguous; go through p.out_strides; wT (taps, C); M = 1, any stride.
+// grad_input (N, C, H, W) contiguous; go through p.out_strides; w (C, taps); M = 1, any stride.
 // Scatter form: grad_output times each tap is added into the padded buffer, which is cropped.
 template <typename scalar_t, typename acc_t>
-void backward_input_nchw_cb(const Geometry& g, const scalar_t* go, const acc_t* wT, scalar_t* gi) {
+void backward_input_nchw_cb(const Geometry& g, const scalar_t* go, const acc_t* w, scalar_t* gi) {
   using V = typename Vec<acc_t>::type;
   constexpr int64_t L = Vec<acc_t>::size;
   const auto& p = g.p;
@@ -215,14 +254,15 @@ void backward_input_nchw_cb(const Geometry& g, const scalar_t* go, const acc_t* 
   const CbDims dims = cb_dims(p);
   const int64_t Hb = dims.Hb, Wb = dims.Wb;
   const int64_t nblk = (C + L - 1) / L;
+  const std::vector<acc_t> wp = cb_weights(w, taps, C);
   const int64_t block_work = L * (Ho * Wo * taps + Hb * Wb + H * W);
   at::parallel_for(0, p.batch * nblk, grain_for(block_work), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> gb(Ho * Wo * L), ib(Hb * Wb * L), wb(taps * L);
+    std::vector<acc_t> gb(Ho * Wo * L), ib(Hb * Wb * L);
     std::vector<int64_t> toff;
     cb_tap_offsets(p, Wb, L, toff);
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t n = item / nblk, c0 = (item % nblk) * L, nc = std::min(L, C - c0);
-      cb_weights(wb.data(), wT, taps, C, c0, nc);
+      const int64_t n = item / nblk, blk = item % nblk, c0 = blk * L, nc = std::min(L, C - c0);
+      const acc_t* wb = wp.data() + blk * taps * L;
       cb_pack(gb.data(), Ho, Wo, go + n * gs[0] + c0 * gs[1], nc, gs[1], gs[2], gs[3], Ho, Wo, 0, 0);
       std::fill(ib.begin(), ib.end(), acc_t(0));
       for (int64_t oh = 0; oh < Ho; ++oh) {
@@ -231,7 +271,7 @@ void backward_input_nchw_cb(const Geometry& g, const scalar_t* go, const acc_t* 
           acc_t* base = ib.data() + (oh * p.stride_h * Wb + ow * p.stride_w) * L;
           for (int64_t t = 0; t < taps; ++t) {
             acc_t* q = base + toff[t];
-            vstore(q, vload(q) + vload(wb.data() + t * L) * gv);
+            vstore(q, vload(q) + vload(wb + t * L) * gv);
           }
         }
       }

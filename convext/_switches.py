@@ -49,10 +49,11 @@ _ALL = (
     Switch("CONVEXT_AUTO_UNVERIFIED", "bool", "1/true/yes/on, 0/false/no/off", "0", "import", "python",
            "auto may also choose the GPU paths no GPU run has verified yet (the Triton kernels on CUDA)"),
     Switch("CONVEXT_DISABLE_FAST_PATHS", "list",
-           "comma list of gather, colstrip, nhwcbal, nhwc2, wgrad_cl, wgrad_planar; all (or 1): every one; "
+           "comma list of gather, colstrip, nhwcbal, nhwc2, wgrad_cl, wgrad_planar, cpu_cblock; all (or 1): every one; "
            "0 or unset: none", "unset (all fast paths on)", "once", "c++",
            "CUDA backend: each token switches off exactly that fast kernel family (forward: gather, colstrip, "
-           "nhwcbal, nhwc2; grad-weight: wgrad_cl, wgrad_planar); all restores the first-generation kernels"),
+           "nhwcbal, nhwc2; grad-weight: wgrad_cl, wgrad_planar); CPU backend: cpu_cblock, the channel-blocked NCHW "
+           "kernels (the plane kernels instead); all restores the first-generation kernels"),
     Switch("CONVEXT_CUDA_TC", "bool", "1, 0", "0", "per call", "c++",
            "CUDA backend: the opt-in tensor-core (WMMA) path for stride-1 fp16/bf16 kernels with kH*kW >= 81 "
            "(forward, grad-input, grad-weight)"),

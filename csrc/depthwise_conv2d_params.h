@@ -29,4 +29,10 @@ struct DepthwiseConv2dParams {
   std::array<int64_t, 4> out_strides{};
 };
 
+namespace cpu {
+// Whether the CPU backend runs the channel-blocked NCHW kernels for this geometry (multiplier 1,
+// NCHW; acc_bytes: the accumulation type's size), else the plane kernels (csrc/cpu/depthwise_conv2d.cpp).
+bool uses_channel_blocks(const DepthwiseConv2dParams& p, int64_t acc_bytes);
+}  // namespace cpu
+
 }  // namespace convext

@@ -17,6 +17,7 @@
 #include <string>
 
 #include "cpu/cpu_isa.h"
+#include "depthwise_conv2d_params.h"
 #include "switches.h"
 
 TORCH_LIBRARY(convext, m) {
@@ -190,12 +191,41 @@ PyObject* parse_disable_fast_paths(PyObject*, PyObject* args) {
   return out;
 }
 
+// cpu_channel_blocks(out_channels, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w, dilation_h,
+// dilation_w, multiplier, acc_bytes) -> bool: the CPU backend's NCHW kernel choice for that geometry.
+PyObject* cpu_channel_blocks(PyObject*, PyObject* args) {
+  convext::DepthwiseConv2dParams p;
+  long long v[11];
+  if (!PyArg_ParseTuple(args, "LLLLLLLLLLL", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9],
+                        &v[10]))
+    return nullptr;
+  p.out_channels = v[0];
+  p.out_h = v[1];
+  p.out_w = v[2];
+  p.kernel_h = v[3];
+  p.kernel_w = v[4];
+  p.stride_h = v[5];
+  p.stride_w = v[6];
+  p.dilation_h = v[7];
+  p.dilation_w = v[8];
+  p.multiplier = v[9];
+  try {
+    return PyBool_FromLong(convext::cpu::uses_channel_blocks(p, v[10]));
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+    return nullptr;
+  }
+}
+
 PyMethodDef convext_methods[] = {
     {"switches", switches_view, METH_NOARGS,
      "What the C++ side read from its run-time switches: {name: {'read', 'raw', 'value'}} (csrc/switches.h)."},
     {"switch_names", switch_names, METH_NOARGS, "{name: read rule} of every switch csrc/switches.h reads."},
     {"parse_disable_fast_paths", parse_disable_fast_paths, METH_VARARGS,
      "parse_disable_fast_paths(value or None) -> (families switched off, unknown tokens): the parser alone."},
+    {"cpu_channel_blocks", cpu_channel_blocks, METH_VARARGS,
+     "cpu_channel_blocks(out_channels, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w, dilation_h, "
+     "dilation_w, multiplier, acc_bytes) -> whether the CPU backend runs its channel-blocked NCHW kernels."},
     {nullptr, nullptr, 0, nullptr},
 };
 

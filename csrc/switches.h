@@ -49,7 +49,7 @@ inline constexpr SwitchInfo kSwitches[] = {
 };
 
 // ------------------------------------------------------------------ CONVEXT_DISABLE_FAST_PATHS
-// The CUDA backend's fast kernel families. Unset, "" or "0": all on. Otherwise a comma list of
+// The fast kernel families (CUDA backend, and the CPU backend's channel blocks). Unset, "" or "0": all on. Otherwise a comma list of
 // tokens (case and surrounding blanks ignored); each family token switches off exactly that
 // family, "all" (or "1") switches off every one, which restores the first-generation kernels.
 // An unknown token warns and switches off nothing.
@@ -60,8 +60,10 @@ enum FastPath : unsigned {
   kFpNhwc2 = 8u,          // "nhwc2":        forward engine: channels_last strips with 16-byte vectors
   kFpWeightCl = 16u,      // "wgrad_cl":     grad-weight: channels_last fast kernel
   kFpWeightPlanar = 32u,  // "wgrad_planar": grad-weight: planar fast kernel
+  kFpCpuBlocks = 64u,     // "cpu_cblock":   CPU backend: channel-blocked NCHW kernels (all three directions)
 };
-constexpr unsigned kFpAll = kFpGather | kFpColstrip | kFpNhwcBalance | kFpNhwc2 | kFpWeightCl | kFpWeightPlanar;
+constexpr unsigned kFpAll =
+    kFpGather | kFpColstrip | kFpNhwcBalance | kFpNhwc2 | kFpWeightCl | kFpWeightPlanar | kFpCpuBlocks;
 
 struct FastPathName {
   const char* token;
@@ -71,6 +73,7 @@ struct FastPathName {
 inline constexpr FastPathName kFastPathNames[] = {
     {"gather", kFpGather},     {"colstrip", kFpColstrip}, {"nhwcbal", kFpNhwcBalance},
     {"nhwc2", kFpNhwc2},       {"wgrad_cl", kFpWeightCl}, {"wgrad_planar", kFpWeightPlanar},
+    {"cpu_cblock", kFpCpuBlocks},
 };
 
 struct FastPathParse {
@@ -133,14 +136,14 @@ inline const ReadOnce& disable_fast_paths_read() {
   return r;
 }
 
-// The families switched off, read once per process (at the first CUDA launch that asks).
+// The families switched off, read once per process (at the first launch that asks).
 inline unsigned disabled_fast_paths() {
   static const unsigned disabled = [] {
     const ReadOnce& r = disable_fast_paths_read();
     const FastPathParse f = parse_disable_fast_paths(r.value());
     if (!f.unknown.empty()) {
       TORCH_WARN("convext: ", kDisableFastPathsEnv, "=", r.raw, ": unknown token(s) '", f.unknown,
-                 "' ignored (known: gather, colstrip, nhwcbal, nhwc2, wgrad_cl, wgrad_planar, all)");
+                 "' ignored (known: gather, colstrip, nhwcbal, nhwc2, wgrad_cl, wgrad_planar, cpu_cblock, all)");
     }
     return f.disabled;
   }();

@@ -106,8 +106,9 @@ def test_unregistered_name_is_refused():
     (" NHWCBAL , gather ", ("gather", "nhwcbal"), ()),
     ("wgrad_cl", ("wgrad_cl",), ()),
     ("wgrad_planar,gather", ("gather", "wgrad_planar"), ()),
-    ("all", ("gather", "colstrip", "nhwcbal", "nhwc2", "wgrad_cl", "wgrad_planar"), ()),
-    ("1", ("gather", "colstrip", "nhwcbal", "nhwc2", "wgrad_cl", "wgrad_planar"), ()),
+    ("cpu_cblock", ("cpu_cblock",), ()),
+    ("all", ("gather", "colstrip", "nhwcbal", "nhwc2", "wgrad_cl", "wgrad_planar", "cpu_cblock"), ()),
+    ("1", ("gather", "colstrip", "nhwcbal", "nhwc2", "wgrad_cl", "wgrad_planar", "cpu_cblock"), ()),
     ("gathr", (), ("gathr",)),  # a typo switches nothing off (it used to switch everything off)
     ("nhwc", (), ("nhwc",)),  # no substring matching
     ("gather,xyz,,colstrip", ("gather", "colstrip"), ("xyz",)),
@@ -142,12 +143,13 @@ print(v["value"], v["hardware"], hashlib.md5(gw.numpy().tobytes()).hexdigest())
 
 @needs_ext
 def test_cpu_isa_selects_the_kernel_copy():
-    """Each copy reduces grad-weight over a different number of vector lanes, so the copy that ran
-    shows in the low bits of a large reduction (all of them correct)."""
+    """Each copy of the plane kernels reduces grad-weight over a different number of vector lanes, so
+    the copy that ran shows in the low bits of a large reduction (all of them correct). The channel
+    blocks give every copy the same per-channel order (a lane is a channel): switched off here."""
     levels = ("default", "avx2", "avx512")
     results = {}
     for cap in (None, "default", "avx2", "avx512"):
-        out, _ = _run(_ISA_CODE, **({"CONVEXT_CPU_ISA": cap} if cap else {}))
+        out, _ = _run(_ISA_CODE, CONVEXT_DISABLE_FAST_PATHS="cpu_cblock", **({"CONVEXT_CPU_ISA": cap} if cap else {}))
         value, hardware, digest = out.split()
         expect = hardware if cap in (None, "avx512") else levels[min(levels.index(cap), levels.index(hardware))]
         assert value == expect, (cap, value, hardware)

@@ -17,7 +17,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 #include <utility>
@@ -26,6 +25,7 @@
 #include "cpu/cpu_isa.h"
 #include "cpu/tap_range.h"
 #include "depthwise_conv2d.h"
+#include "switches.h"
 
 namespace convext {
 namespace cpu {
@@ -101,6 +101,22 @@ namespace avx512 {
 #pragma GCC pop_options
 #endif
 
+// The channel-blocked NCHW kernels (cpu/depthwise_conv2d_cblock_kernel.h) or the plane kernels?
+// Blocks need multiplier 1. They win at stride > 1 (the plane kernels' strided rows are scalar) and,
+// at stride 1, when a block's lanes are full (at least VL channels) and its padded buffer stays in
+// the per-core cache (<= 2 MiB); the plane kernels win on a few wide planes (an RGB stem, 512^2
+// planes). Measured on AVX-512 (docs/perf/CPU_MODELS.md). CONVEXT_DISABLE_FAST_PATHS=cpu_cblock:
+// never.
+bool uses_channel_blocks(const DepthwiseConv2dParams& p, int64_t acc_bytes) {
+  if (p.multiplier != 1 || !switches::fast_path_enabled(switches::kFpCpuBlocks)) return false;
+  if (p.stride_h != 1 || p.stride_w != 1) return true;
+  const int64_t vec_bytes = cpu_isa_level() == 2 ? 64 : cpu_isa_level() == 1 ? 32 : 16;
+  const int64_t lanes = vec_bytes / acc_bytes;
+  const int64_t hb = (p.out_h - 1) + (p.kernel_h - 1) * p.dilation_h + 1;
+  const int64_t wb = (p.out_w - 1) + (p.kernel_w - 1) * p.dilation_w + 1;
+  return p.out_channels >= lanes && hb * wb * vec_bytes <= (int64_t(2) << 20);
+}
+
 namespace {
 
 // The copy that runs: cpu_isa_level() (cpu/cpu_isa.h), the widest the CPU supports, capped by
@@ -129,18 +145,6 @@ void check_cpu_float(const at::Tensor& t, const char* name) {
 void check_same_dtype(const at::Tensor& a, const char* an, const at::Tensor& b, const char* bn) {
   TORCH_CHECK(a.scalar_type() == b.scalar_type(), "convext: ", an, " (", a.scalar_type(), ") and ",
               bn, " (", b.scalar_type(), ") must have the same dtype");
-}
-
-// The channel-blocked NCHW kernels (depthwise_conv2d_cblock_kernel.h) or the plane kernels?
-// `dir`: 0 forward / grad-input at stride 1, 1 grad-input at stride > 1, 2 grad-weight.
-// TEMPORARY: CONVEXT_CPU_CB=0/1 forces (measurement only).
-bool use_channel_blocks(const DepthwiseConv2dParams& p, int dir) {
-  if (p.multiplier != 1) return false;
-  if (const char* e = std::getenv("CONVEXT_CPU_CB")) {
-    if (e[0] == '0') return false;
-    if (e[0] == '1') return true;
-  }
-  return true;
 }
 
 // weight (Cout, 1, KH, KW), any strides -> acc_t w (Cout, KH*KW), optionally with the kernel flipped in
@@ -212,7 +216,7 @@ at::Tensor depthwise_conv2d_cpu(const at::Tensor& input, const at::Tensor& weigh
     if (cl) {
       CONVEXT_CPU_CALL(conv_cl, g, x, wT.data(), bptr, y);
     } else {
-      if (use_channel_blocks(p, 0)) {
+      if (uses_channel_blocks(p, sizeof(acc_t))) {
         CONVEXT_CPU_CALL(conv_nchw_cb, g, x, w.data(), bptr, y);
       } else {
         CONVEXT_CPU_CALL(conv_nchw, g, x, w.data(), bptr, y);
@@ -255,13 +259,13 @@ at::Tensor depthwise_conv2d_backward_input_cpu(const at::Tensor& grad_output, co
     scalar_t* out = gi.mutable_data_ptr<scalar_t>();
     if (unit_stride && cl) {
       CONVEXT_CPU_CALL(conv_cl, g, go, wT.data(), static_cast<const acc_t*>(nullptr), out);
-    } else if (unit_stride && use_channel_blocks(p, 0)) {
+    } else if (unit_stride && uses_channel_blocks(p, sizeof(acc_t))) {
       CONVEXT_CPU_CALL(conv_nchw_cb, g, go, w.data(), static_cast<const acc_t*>(nullptr), out);
     } else if (unit_stride) {
       CONVEXT_CPU_CALL(conv_nchw, g, go, w.data(), static_cast<const acc_t*>(nullptr), out);
     } else if (cl) {
       CONVEXT_CPU_CALL(backward_input_cl, g, go, wT.data(), out);
-    } else if (use_channel_blocks(p, 1)) {
+    } else if (uses_channel_blocks(p, sizeof(acc_t))) {
       CONVEXT_CPU_CALL(backward_input_nchw_cb, g, go, w.data(), out);
     } else {
       CONVEXT_CPU_CALL(backward_input_nchw, g, go, w.data(), out);
@@ -300,7 +304,7 @@ std::tuple<at::Tensor, at::Tensor> depthwise_conv2d_backward_weight_cpu(
       acc_t* bptr = compute_bias ? b.data() : nullptr;
       if (cl) {
         CONVEXT_CPU_CALL(backward_weight_cl, g, go, x, w.data(), bptr);
-      } else if (use_channel_blocks(p, 2)) {
+      } else if (uses_channel_blocks(p, sizeof(acc_t))) {
         CONVEXT_CPU_CALL(backward_weight_nchw_cb, g, go, x, w.data(), bptr);
       } else {
         CONVEXT_CPU_CALL(backward_weight_planes, g, go, x, w.data(), bptr);

@@ -43,6 +43,8 @@ CPU_SUITE = {
     "cpu-effnet": (8, 144, 28, 5, 1, 1),
     "cpu-deeplab": (8, 128, 33, 3, 1, 2),
     "cpu-convnext": (8, 96, 56, 7, 1, 1),
+    "cpu-mbv2-s2": (8, 144, 56, 3, 2, 1),  # a stride-2 layer of the mobile nets
+    "cpu-convnext-deep": (8, 384, 14, 7, 1, 1),  # small planes: the NCHW channel-blocked kernels' case
 }
 CPU_QUICK = ("cpu-mbv2", "cpu-deeplab")
 

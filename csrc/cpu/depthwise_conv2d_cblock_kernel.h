@@ -110,6 +110,33 @@ inline void cb_unpack(scalar_t* __restrict__ dst, int64_t H, int64_t W, const ac
   }
 }
 
+// Per-thread scratch of the block kernels: two buffers per thread, kept between calls (a model
+// calls them tens of times per step, and fresh buffers of a few hundred KiB cost page faults on
+// every call); a buffer larger than kScratchKeep is allocated for the call and released after it.
+// Each task of a parallel region runs on one thread and no kernel runs inside another's task.
+template <typename acc_t>
+class CbScratch {
+ public:
+  CbScratch(int64_t n0, int64_t n1) : a_(get(0, n0, own_a_)), b_(get(1, n1, own_b_)) {}
+  acc_t* a() const { return a_; }
+  acc_t* b() const { return b_; }
+
+ private:
+  static constexpr int64_t kScratchKeep = (int64_t(4) << 20) / sizeof(acc_t);
+  static acc_t* get(int slot, int64_t n, std::vector<acc_t>& own) {
+    if (n > kScratchKeep) {
+      own.resize(n);
+      return own.data();
+    }
+    thread_local std::vector<acc_t> kept[2];
+    if (static_cast<int64_t>(kept[slot].size()) < n) kept[slot].resize(n);
+    return kept[slot].data();
+  }
+  std::vector<acc_t> own_a_, own_b_;
+  acc_t* a_;
+  acc_t* b_;
+};
+
 // Buffer size of the padded input of a channel block: every tap of every output is inside.
 struct CbDims {
   int64_t Hb, Wb;
@@ -220,7 +247,9 @@ void conv_nchw_cb(const Geometry& g, const scalar_t* x, const acc_t* w, const ac
   if (bias) std::copy(bias, bias + C, bp.begin());
   const int64_t block_work = L * (Ho * Wo * taps + Hb * Wb);
   at::parallel_for(0, p.batch * nblk, grain_for(block_work), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> xb(Hb * Wb * L), ob(Ho * Wo * L);
+    const CbScratch<acc_t> scratch(Hb * Wb * L, Ho * Wo * L);
+    acc_t* const xb = scratch.a();
+    acc_t* const ob = scratch.b();
     std::vector<int64_t> toff;
     cb_tap_offsets(p, Wb, L, toff);
     for (int64_t item = begin; item < end; ++item) {
@@ -233,10 +262,10 @@ void conv_nchw_cb(const Geometry& g, const scalar_t* x, const acc_t* w, const ac
         continue;
       }
       const V bv = vload(bp.data() + c0);
-      cb_pack(xb.data(), Hb, Wb, x + n * is[0] + c0 * is[1], nc, is[1], is[2], is[3], p.in_h, p.in_w, p.pad_top,
+      cb_pack(xb, Hb, Wb, x + n * is[0] + c0 * is[1], nc, is[1], is[2], is[3], p.in_h, p.in_w, p.pad_top,
               p.pad_left);
-      cb_conv_block(ob.data(), xb.data(), p, Wb, toff.data(), taps, wb, bv);
-      cb_unpack(yb, Ho, Wo, ob.data(), Ho, Wo, 0, 0, nc);
+      cb_conv_block(ob, xb, p, Wb, toff.data(), taps, wb, bv);
+      cb_unpack(yb, Ho, Wo, ob, Ho, Wo, 0, 0, nc);
     }
   });
 }
@@ -257,25 +286,27 @@ void backward_input_nchw_cb(const Geometry& g, const scalar_t* go, const acc_t* 
   const std::vector<acc_t> wp = cb_weights(w, taps, C);
   const int64_t block_work = L * (Ho * Wo * taps + Hb * Wb + H * W);
   at::parallel_for(0, p.batch * nblk, grain_for(block_work), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> gb(Ho * Wo * L), ib(Hb * Wb * L);
+    const CbScratch<acc_t> scratch(Ho * Wo * L, Hb * Wb * L);
+    acc_t* const gb = scratch.a();
+    acc_t* const ib = scratch.b();
     std::vector<int64_t> toff;
     cb_tap_offsets(p, Wb, L, toff);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / nblk, blk = item % nblk, c0 = blk * L, nc = std::min(L, C - c0);
       const acc_t* wb = wp.data() + blk * taps * L;
-      cb_pack(gb.data(), Ho, Wo, go + n * gs[0] + c0 * gs[1], nc, gs[1], gs[2], gs[3], Ho, Wo, 0, 0);
-      std::fill(ib.begin(), ib.end(), acc_t(0));
+      cb_pack(gb, Ho, Wo, go + n * gs[0] + c0 * gs[1], nc, gs[1], gs[2], gs[3], Ho, Wo, 0, 0);
+      std::fill(ib, ib + Hb * Wb * L, acc_t(0));
       for (int64_t oh = 0; oh < Ho; ++oh) {
         for (int64_t ow = 0; ow < Wo; ++ow) {
-          const V gv = vload(gb.data() + (oh * Wo + ow) * L);
-          acc_t* base = ib.data() + (oh * p.stride_h * Wb + ow * p.stride_w) * L;
+          const V gv = vload(gb + (oh * Wo + ow) * L);
+          acc_t* base = ib + (oh * p.stride_h * Wb + ow * p.stride_w) * L;
           for (int64_t t = 0; t < taps; ++t) {
             acc_t* q = base + toff[t];
             vstore(q, vload(q) + vload(wb + t * L) * gv);
           }
         }
       }
-      cb_unpack(gi + (n * C + c0) * H * W, H, W, ib.data(), Hb, Wb, p.pad_top, p.pad_left, nc);
+      cb_unpack(gi + (n * C + c0) * H * W, H, W, ib, Hb, Wb, p.pad_top, p.pad_left, nc);
     }
   });
 }
@@ -304,7 +335,9 @@ void backward_weight_nchw_cb(const Geometry& g, const scalar_t* go, const scalar
   const auto& wr = g.w_ranges;
   const int64_t item_work = ((N + nchunks - 1) / nchunks) * L * (Ho * Wo * (taps + 1) + Hb * Wb);
   at::parallel_for(0, nblk * nchunks, grain_for(item_work), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> xb(Hb * Wb * L), gb(Ho * Wo * L);
+    const CbScratch<acc_t> scratch(Hb * Wb * L, Ho * Wo * L);
+    acc_t* const xb = scratch.a();
+    acc_t* const gb = scratch.b();
     std::vector<int64_t> toff;
     cb_tap_offsets(p, Wb, L, toff);
     const int64_t xstep = p.stride_w * L, xrow = p.stride_h * Wb * L;
@@ -313,11 +346,11 @@ void backward_weight_nchw_cb(const Geometry& g, const scalar_t* go, const scalar
       const int64_t n0 = ch * N / nchunks, n1 = (ch + 1) * N / nchunks;
       acc_t* part = partial.data() + item * part_size;
       for (int64_t n = n0; n < n1; ++n) {
-        cb_pack(xb.data(), Hb, Wb, x + n * is[0] + c0 * is[1], nc, is[1], is[2], is[3], p.in_h, p.in_w, p.pad_top,
+        cb_pack(xb, Hb, Wb, x + n * is[0] + c0 * is[1], nc, is[1], is[2], is[3], p.in_h, p.in_w, p.pad_top,
                 p.pad_left);
-        cb_pack(gb.data(), Ho, Wo, go + n * gs[0] + c0 * gs[1], nc, gs[1], gs[2], gs[3], Ho, Wo, 0, 0);
+        cb_pack(gb, Ho, Wo, go + n * gs[0] + c0 * gs[1], nc, gs[1], gs[2], gs[3], Ho, Wo, 0, 0);
         V bs = vzero<acc_t>();
-        for (int64_t i = 0; i < Ho * Wo; ++i) bs += vload(gb.data() + i * L);
+        for (int64_t i = 0; i < Ho * Wo; ++i) bs += vload(gb + i * L);
         vstore(part + taps * L, vload(part + taps * L) + bs);
         for (int64_t kh = 0; kh < KH; ++kh) {
           for (int64_t kw = 0; kw < KW; ++kw) {
@@ -326,8 +359,8 @@ void backward_weight_nchw_cb(const Geometry& g, const scalar_t* go, const scalar
             const int64_t t = kh * KW + kw;
             V a0 = vzero<acc_t>(), a1 = vzero<acc_t>(), a2 = vzero<acc_t>(), a3 = vzero<acc_t>();
             for (int64_t oh = th.lo; oh < th.hi; ++oh) {
-              const acc_t* gr = gb.data() + oh * Wo * L;
-              const acc_t* xr = xb.data() + oh * xrow + toff[t];
+              const acc_t* gr = gb + oh * Wo * L;
+              const acc_t* xr = xb + oh * xrow + toff[t];
               int64_t ow = tw.lo;
               for (; ow + 4 <= tw.hi; ow += 4) {
                 a0 += vload(gr + ow * L) * vload(xr + ow * xstep);

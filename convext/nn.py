@@ -89,7 +89,7 @@ class DepthwiseConv2d(nn.Conv2d):
         memo = self.__dict__.get("_convext_plan")
         params = self._parameters
         if memo is not None and memo[0] == key:
-            return _planned_depthwise_conv2d(memo[1], input, params["weight"], params["bias"])
+            return _planned_depthwise_conv2d(memo[1], input, params["weight"], params["bias"], plain_eager=True)
         out, plan = _depthwise_conv2d(input, params["weight"], params["bias"], self.stride, self.padding,
                                       self.dilation, self.backend)
         if plan is not None:

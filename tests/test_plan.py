@@ -244,3 +244,25 @@ def test_layer_memo_forgotten_on_clear():
     key = m.__dict__["_convext_plan"][0]
     _plan.clear()
     assert _plan.layer_key(m, x, _backend.switches()) != key
+
+
+@pytest.mark.parametrize("context", ["no_grad", "inference_mode"])
+def test_memoised_inference_skips_autograd_but_not_the_result(context):
+    """Without grad mode a memoised plan calls the op below the autograd layer: the same values as the
+    full path and F.conv2d, no grad_fn; with grad mode back on the same layer records its graph again."""
+    torch.manual_seed(7)
+    layer = convext.nn.DepthwiseConv2d(16, 3, padding=1, backend="cpu")
+    x = torch.randn(2, 16, 9, 9)
+    ref = _ref(x, layer.weight, layer.bias, 1, 1, 1)
+    ctx = torch.no_grad if context == "no_grad" else torch.inference_mode
+    for _ in range(3):  # the first call plans, the later ones take the memo
+        with ctx():
+            y = layer(x)
+            f = convext.depthwise_conv2d(x, layer.weight, layer.bias, 1, 1, backend="cpu")
+        for out in (y, f):
+            assert out.grad_fn is None and not out.requires_grad
+            torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+    y = layer(x)
+    assert y.grad_fn is not None
+    y.sum().backward()
+    assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0

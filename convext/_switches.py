@@ -53,7 +53,8 @@ _ALL = (
            "0 or unset: none", "unset (all fast paths on)", "once", "c++",
            "CUDA backend: each token switches off exactly that fast kernel family (forward: gather, colstrip, "
            "nhwcbal, nhwc2; grad-weight: wgrad_cl, wgrad_planar); CPU backend: cpu_cblock, the channel-blocked NCHW "
-           "kernels (the plane kernels instead); all restores the first-generation kernels"),
+           "kernels and the channels_last sliding-window forward (the plane / per-pixel kernels instead); all "
+           "restores the first-generation kernels"),
     Switch("CONVEXT_CUDA_TC", "bool", "1, 0", "0", "per call", "c++",
            "CUDA backend: the opt-in tensor-core (WMMA) path for stride-1 fp16/bf16 kernels with kH*kW >= 81 "
            "(forward, grad-input, grad-weight)"),

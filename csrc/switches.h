@@ -61,6 +61,7 @@ enum FastPath : unsigned {
   kFpWeightCl = 16u,      // "wgrad_cl":     grad-weight: channels_last fast kernel
   kFpWeightPlanar = 32u,  // "wgrad_planar": grad-weight: planar fast kernel
   kFpCpuBlocks = 64u,     // "cpu_cblock":   CPU backend: channel-blocked NCHW kernels (all three directions)
+                          //                 and the channels_last forward's sliding window
 };
 constexpr unsigned kFpAll =
     kFpGather | kFpColstrip | kFpNhwcBalance | kFpNhwc2 | kFpWeightCl | kFpWeightPlanar | kFpCpuBlocks;

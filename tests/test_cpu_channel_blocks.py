@@ -1,7 +1,8 @@
 """The CPU backend's two NCHW kernel families (csrc/cpu/depthwise_conv2d_cblock_kernel.h and the plane
-kernels), each on the shapes it takes and, in a child process with CONVEXT_DISABLE_FAST_PATHS=cpu_cblock,
-the plane kernels on the shapes the rule gives to the channel blocks: forward, grad-input (stride 1 and
-> 1) and grad-weight/bias against float64 F.conv2d.
+kernels) and the channels_last forward's sliding window (cl_slide_block) next to its per-pixel kernel,
+each on the shapes it takes and, in a child process with CONVEXT_DISABLE_FAST_PATHS=cpu_cblock, the
+older kernels on the shapes the rule gives to the new ones: forward, grad-input (stride 1 and > 1)
+and grad-weight/bias against float64 F.conv2d.
 
 The channel blocks have edges of their own: a partial last block (C not a multiple of the vector
 width), planes narrower and wider than a vector (the flat and the row transposes), non-contiguous
@@ -39,6 +40,8 @@ CASES = [
     ("c16-p-wide", 1, 16, 6, 5, 3, 1, 4, 1, 1),  # pad > kernel: negative pad in the transposed geometry
     ("c16-valid", 2, 16, 9, 18, 3, 1, 0, 1, 1),
     ("c16-out1x1", 1, 16, 5, 5, 5, 1, 0, 1, 1),
+    ("c32-k7-dh2", 1, 32, 12, 21, 7, 1, (6, 3), (2, 1), 1),  # channels_last: sliding window, dilated rows
+    ("c16-k5-s2x1", 2, 16, 11, 13, 5, (2, 1), 2, 1, 1),  # channels_last: sliding window, strided rows
     ("c16-M2", 1, 16, 8, 9, 3, 1, 1, 1, 2),  # multiplier 2: the plane kernels
     ("c3-stem-k3", 1, 3, 20, 21, 3, 1, 1, 1, 1),  # few channels at stride 1: the plane kernels
 ]
@@ -73,7 +76,7 @@ def test_the_rule_sends_cases_both_ways():
     assert blocks_taken(("big-s2", 1, 16, 512, 512, 3, 2, 1, 1, 1))
 
 
-@pytest.mark.parametrize("layout", ["contiguous", "sliced", "offset_view"])
+@pytest.mark.parametrize("layout", ["contiguous", "sliced", "offset_view", "channels_last", "sliced_channels_last"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c[0])
 def test_grid(case, dtype, layout):
@@ -101,18 +104,20 @@ def _nonfinite_reference(x, w, b, stride, padding, dilation, go):
     return y, xr.grad, wr.grad, br.grad
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("stride", [1, 2])
-def test_nonfinite_weight_in_a_block(stride):
-    """A NaN and an inf weight in one channel of a block: that block runs exactly (the padding never
-    meets the weight); NaN/inf exactly where F.conv2d has them, in every output and gradient."""
+def test_nonfinite_weight_in_a_block(stride, layout):
+    """A NaN and an inf weight: a channel block runs exactly (the padding never meets the weight), the
+    channels_last sliding window skips padded columns; NaN/inf exactly where F.conv2d has them, in every
+    output and gradient."""
     torch.manual_seed(5)
-    x, w, b = make_inputs(2, 20, 7, 9, 3, dtype=torch.float64)
+    x, w, b = make_inputs(2, 32, 7, 13, 3, dtype=torch.float64)
     w[3, 0, 0, 0] = float("nan")
     w[17, 0, 2, 1] = float("inf")
-    go = torch.randn(2, 20, conv_out_size(7, 3, stride, 1, 1, 1), conv_out_size(9, 3, stride, 1, 1, 1),
+    go = torch.randn(2, 32, conv_out_size(7, 3, stride, 1, 1, 1), conv_out_size(13, 3, stride, 1, 1, 1),
                      dtype=torch.float64)
     ref = _nonfinite_reference(x, w, b, stride, 1, 1, go)
-    xs, ws, bs = (t.detach().clone().requires_grad_() for t in (x, w, b))
+    xs, ws, bs = (t.detach().clone().requires_grad_() for t in (to_layout(x, layout), w, b))
     y = convext.depthwise_conv2d(xs, ws, bs, stride, 1, 1, backend="cpu")
     y.backward(go)
     for name, a, r in zip(("output", "grad_input", "grad_weight", "grad_bias"), (y, xs.grad, ws.grad, bs.grad), ref):

@@ -187,6 +187,9 @@ inline void cl_pixels(acc_t* y0, int64_t ystep, const acc_t* x0, int64_t xstep, 
                       int64_t ntaps, const acc_t* wT, int64_t C, const acc_t* bias) {
   constexpr int64_t L = Vec<acc_t>::size;
   int64_t c = 0;
+  if constexpr (PW == 1) {  // one pixel: 4 vectors of channels for 4 independent FMA chains
+    for (; c + 4 * L <= C; c += 4 * L) cl_block<acc_t, 1, 4>(y0, ystep, x0, xstep, taps, ntaps, wT, C, bias, c);
+  }
   for (; c + 2 * L <= C; c += 2 * L) cl_block<acc_t, PW, 2>(y0, ystep, x0, xstep, taps, ntaps, wT, C, bias, c);
   for (; c + L <= C; c += L) cl_block<acc_t, PW, 1>(y0, ystep, x0, xstep, taps, ntaps, wT, C, bias, c);
   for (; c < C; ++c) {
@@ -194,6 +197,55 @@ inline void cl_pixels(acc_t* y0, int64_t ystep, const acc_t* x0, int64_t xstep, 
       acc_t s = bias ? bias[c] : acc_t(0);
       for (int64_t t = 0; t < ntaps; ++t) s += wT[taps[t].widx * C + c] * x0[taps[t].xoff + j * xstep + c];
       y0[j * ystep + c] = s;
+    }
+  }
+}
+
+// Sliding window along a row (stride 1, dilation 1 along W): PW consecutive output pixels x one
+// vector of channels from c. Per kernel row the KW weight vectors stay in registers and each of the
+// PW + KW - 1 input pixels is loaded once and feeds every accumulator it reaches (one load per up to
+// KW FMAs, against about one per FMA in cl_block). Taps are summed in the same order as cl_block
+// (bias, then kh, then kw), so the two give identical results. xrows[r]: input row khs[r] at the
+// column of output pixel 0 (kw = 0), pixel step xstep; window pixels j outside [jlo, jhi) are
+// padding and skipped, so border pixels take this kernel too.
+template <typename acc_t, int PW, int KW>
+inline void cl_slide_block(acc_t* __restrict__ y0, int64_t ystep, const acc_t* const* xrows, const int64_t* khs,
+                           int64_t nkh, int64_t ow0, int64_t jlo, int64_t jhi, int64_t xstep,
+                           const acc_t* __restrict__ wT, int64_t C, const acc_t* __restrict__ bias, int64_t c) {
+  using V = typename Vec<acc_t>::type;
+  V a[PW];
+  const V b = bias ? vload(bias + c) : vzero<acc_t>();
+  for (int q = 0; q < PW; ++q) a[q] = b;
+  for (int64_t r = 0; r < nkh; ++r) {
+    const acc_t* xp = xrows[r] + ow0 * xstep + c;
+    const acc_t* wp = wT + khs[r] * KW * C + c;
+    V wv[KW];
+    for (int kw = 0; kw < KW; ++kw) wv[kw] = vload(wp + kw * C);
+#pragma GCC unroll 16
+    for (int j = 0; j < PW + KW - 1; ++j) {
+      if (j < jlo || j >= jhi) continue;  // a padded column: never multiplied (as F.conv2d)
+      const V xv = vload(xp + j * xstep);
+#pragma GCC unroll 8
+      for (int kw = 0; kw < KW; ++kw) {
+        const int q = j - kw;
+        if (q >= 0 && q < PW) a[q] += wv[kw] * xv;
+      }
+    }
+  }
+  for (int q = 0; q < PW; ++q) vstore(y0 + q * ystep + c, a[q]);
+}
+
+// Output pixels [ow0, ow0 + PW) of one row, every vector of channels (C a multiple of VL).
+template <typename acc_t, int PW>
+inline void cl_slide_pixels(acc_t* y0, int64_t ystep, const acc_t* const* xrows, const int64_t* khs, int64_t nkh,
+                            int64_t ow0, int64_t jlo, int64_t jhi, int64_t xstep, const acc_t* wT, int64_t C,
+                            int64_t KW, const acc_t* bias) {
+  constexpr int64_t L = Vec<acc_t>::size;
+  for (int64_t c = 0; c < C; c += L) {
+    switch (KW) {
+      case 3: cl_slide_block<acc_t, PW, 3>(y0, ystep, xrows, khs, nkh, ow0, jlo, jhi, xstep, wT, C, bias, c); break;
+      case 5: cl_slide_block<acc_t, PW, 5>(y0, ystep, xrows, khs, nkh, ow0, jlo, jhi, xstep, wT, C, bias, c); break;
+      default: cl_slide_block<acc_t, PW, 7>(y0, ystep, xrows, khs, nkh, ow0, jlo, jhi, xstep, wT, C, bias, c); break;
     }
   }
 }
@@ -210,10 +262,16 @@ void conv_cl(const Geometry& g, const scalar_t* x, const acc_t* wT, const acc_t*
   const int64_t row_work = Wo * KH * KW * Cw;
   // Fast path: one input channel per output channel, both channel-contiguous, acc_t data.
   const bool fast = std::is_same_v<scalar_t, acc_t> && M == 1 && is[1] == 1 && os[1] == 1;
+  // ... and the sliding window of cl_slide_block: stride 1 and dilation 1 along W, KW 3 / 5 / 7,
+  // whole vectors of channels.
+  constexpr int kSlidePW = CONVEXT_VEC_BYTES >= 64 ? 8 : 4;
+  const bool slide = fast && p.stride_w == 1 && p.dilation_w == 1 && (KW == 3 || KW == 5 || KW == 7) &&
+                     Cy % Vec<acc_t>::size == 0 && switches::fast_path_enabled(switches::kFpCpuBlocks);
   at::parallel_for(0, p.batch * Ho, grain_for(row_work), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> acc(Cy), xbuf(Cx);
     std::vector<ClTap> taps(KH * KW);
     std::vector<int64_t> khs(KH);
+    std::vector<const acc_t*> xrows(KH);
     for (int64_t rowi = begin; rowi < end; ++rowi) {
       const int64_t n = rowi / Ho, oh = rowi % Ho;
       int64_t nkh = 0;
@@ -241,8 +299,24 @@ void conv_cl(const Geometry& g, const scalar_t* x, const acc_t* wT, const acc_t*
             return nt;
           };
           auto base = [&](int64_t ow) { return xn + (ow * p.stride_w - p.pad_left) * is[3]; };
+          if (slide) {
+            for (int64_t j = 0; j < nkh; ++j) {
+              const int64_t ih = oh * p.stride_h - p.pad_top + khs[j] * p.dilation_h;
+              xrows[j] = xn + ih * is[2] - p.pad_left * is[3];
+            }
+          }
           int64_t ow = 0;
-          while (ow < Wo) {
+          if (slide) {  // whole row, borders included, in blocks of kSlidePW then 4 pixels
+            for (; ow + kSlidePW <= Wo; ow += kSlidePW) {
+              cl_slide_pixels<acc_t, kSlidePW>(yrow + ow * os[3], os[3], xrows.data(), khs.data(), nkh, ow,
+                                               p.pad_left - ow, W + p.pad_left - ow, is[3], wT, Cy, KW, bias);
+            }
+            for (; ow + 4 <= Wo; ow += 4) {
+              cl_slide_pixels<acc_t, 4>(yrow + ow * os[3], os[3], xrows.data(), khs.data(), nkh, ow, p.pad_left - ow,
+                                        W + p.pad_left - ow, is[3], wT, Cy, KW, bias);
+            }
+          }
+          while (ow < Wo) {  // (after the sliding blocks: the last 0-3 pixels, one by one)
             if (ow >= g.w_int_lo && ow + 4 <= g.w_int_hi) {
               const int64_t nt = build_taps(ow, true);
               for (; ow + 4 <= g.w_int_hi; ow += 4) {

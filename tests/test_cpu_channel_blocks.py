@@ -124,14 +124,17 @@ def test_nonfinite_weight_in_a_block(stride, layout):
         torch.testing.assert_close(a, r, equal_nan=True, msg=name)
 
 
-def test_nonfinite_grad_output_next_to_padding():
+@pytest.mark.parametrize("width", [6, 20], ids=["tap-by-tap", "pixel-outer"])
+def test_nonfinite_grad_output_next_to_padding(width):
     """An inf in grad_output at a border output: grad-weight's taps that read padding there stay
-    finite (F.conv2d never multiplies padding), the others are inf/NaN as in F.conv2d."""
+    finite (F.conv2d never multiplies padding), the others are inf/NaN as in F.conv2d. Both
+    grad-weight loops of the blocks (rows of < 16 and >= 16 outputs)."""
     torch.manual_seed(6)
-    x, w, b = make_inputs(1, 16, 6, 6, 3, dtype=torch.float64)
-    go = torch.randn(1, 16, 6, 6, dtype=torch.float64)
+    x, w, b = make_inputs(1, 16, 6, width, 3, dtype=torch.float64)
+    go = torch.randn(1, 16, 6, width, dtype=torch.float64)
     go[0, 4, 0, 0] = float("inf")
     go[0, 9, 5, 2] = float("nan")
+    go[0, 11, 3, width - 1] = float("inf")
     ref = _nonfinite_reference(x, w, b, 1, 1, 1, go)
     xs, ws, bs = (t.detach().clone().requires_grad_() for t in (x, w, b))
     convext.depthwise_conv2d(xs, ws, bs, 1, 1, 1, backend="cpu").backward(go)

@@ -2,6 +2,7 @@
 
     python -m bench models [--quick] [--models mobilenet_v2,...] [--formats fp32,channels_last,bf16]
                            [--modes eval,train] [--compile] [--rounds N] [--batch B] [--size S] [--device D]
+                           [--processes P]
 
 Models (random weights; a model whose package is missing is skipped with a note): torchvision
 mobilenet_v2, mnasnet1_0, mobilenet_v3_large, efficientnet_b0, convnext_tiny,
@@ -18,6 +19,10 @@ median time per call of a torch.utils.benchmark blocked_autorange (CPU) or trito
 (CUDA). Reported: images/s from the median sample, the spread (IQR of the samples, as % of the
 median), the speedup over `torch` as the median of the per-round ratios with its IQR, and peak memory
 (CUDA). A row whose spread is too wide to rank (IQR of the ratio > 10%) is flagged `noisy`.
+With `--processes P` the whole run is repeated in P fresh processes, one after the other, and each
+row pools the P x rounds samples and per-round ratios: its spread then includes what changes from one
+process to the next (allocations, the machine's state), which on a shared machine can exceed the
+spread inside one process.
 Rows go to bench/results/models.csv (with the device and versions) and a plot to
 bench/results/models_<device>.png.
 """
@@ -28,8 +33,11 @@ import copy
 import csv
 import datetime as _dt
 import os
+import json
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from typing import Callable, Dict, List, Optional
 
@@ -148,8 +156,33 @@ def run_case(name, model, mode, fmt, args, device) -> List[dict]:
                          ms=med * 1e3, images_per_s=args.batch / med,
                          spread_pct=100 * _iqr(samples[v]) / med, speedup=speed,
                          speedup_iqr=_iqr(ratios[v]), noisy=_iqr(ratios[v]) > NOISY * speed,
-                         peak_mb=peak_memory_mb(steps[v], device), rounds=args.rounds))
+                         peak_mb=peak_memory_mb(steps[v], device), rounds=args.rounds, processes=1,
+                         _samples=samples[v], _ratios=ratios[v]))
     return rows
+
+
+def merge(runs: List[List[dict]]) -> List[dict]:
+    """Rows of several processes (each a list of run_case rows, with their raw `_samples` and `_ratios`)
+    as one row per (model, mode, format, variant): medians and IQRs over the pooled samples and ratios,
+    peak memory the largest, `processes` how many runs had the row."""
+    pooled: Dict[tuple, dict] = {}
+    for rows in runs:
+        for r in rows:
+            k = (r["model"], r["mode"], r["format"], r["variant"])
+            p = pooled.setdefault(k, dict(r, _samples=[], _ratios=[], processes=0, rounds=0, peak_mb=float("nan")))
+            p["_samples"] = p["_samples"] + list(r["_samples"])
+            p["_ratios"] = p["_ratios"] + list(r["_ratios"])
+            p["processes"] += 1
+            p["rounds"] += r["rounds"]
+            if r["peak_mb"] == r["peak_mb"]:
+                p["peak_mb"] = r["peak_mb"] if p["peak_mb"] != p["peak_mb"] else max(p["peak_mb"], r["peak_mb"])
+    out = []
+    for p in pooled.values():
+        med, speed = statistics.median(p["_samples"]), statistics.median(p["_ratios"])
+        out.append(dict(p, ms=med * 1e3, images_per_s=p["batch"] / med, spread_pct=100 * _iqr(p["_samples"]) / med,
+                        speedup=speed, speedup_iqr=_iqr(p["_ratios"]),
+                        noisy=_iqr(p["_ratios"]) > NOISY * speed))
+    return out
 
 
 def print_rows(rows: List[dict]):
@@ -168,14 +201,14 @@ def write_csv(rows: List[dict], device: str) -> str:
     stamp = _dt.datetime.now().isoformat(timespec="seconds")
     meta = dict(time=stamp, device=harness.device_name(device), threads=torch.get_num_threads(),
                 **harness.versions())
-    fields = list(meta) + list(rows[0])
+    fields = list(meta) + [k for k in rows[0] if not k.startswith("_")]
     new = not os.path.exists(path)
     with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         if new:
             w.writeheader()
         for r in rows:
-            w.writerow({**meta, **r})
+            w.writerow({**meta, **{k: v for k, v in r.items() if not k.startswith("_")}})
     return path
 
 
@@ -246,7 +279,12 @@ def parse(argv):
     p.add_argument("--size", type=int, default=None)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--processes", type=int, default=1,
+                   help="repeat the run in this many fresh processes and pool their rounds (default 1)")
+    p.add_argument("--dump-json", default=None, help=argparse.SUPPRESS)  # a child of --processes writes its rows here
     args = p.parse_args(argv)
+    if args.processes < 1:
+        p.error("--processes must be >= 1")
     cuda = args.device.startswith("cuda")
     args.models = args.models.split(",") if args.models else list(QUICK_MODELS if args.quick else MODELS)
     args.formats = args.formats.split(",") if args.formats else (["fp32"] if args.quick else list(FORMATS))
@@ -266,12 +304,58 @@ def parse(argv):
     return args
 
 
+def _child_argv(argv: List[str]) -> List[str]:
+    """`argv` without --processes (and its value)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--processes":
+            skip = True
+        elif not a.startswith("--processes="):
+            out.append(a)
+    return out
+
+
+def run_processes(argv: List[str], args, device: str) -> List[dict]:
+    """The run repeated in args.processes fresh interpreters, one after the other; rows pooled (merge)."""
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.processes):
+            dump = os.path.join(tmp, f"rows{i}.json")
+            print(f"[bench models] process {i + 1}/{args.processes}", flush=True)
+            cmd = [sys.executable, "-m", "bench", "models", *_child_argv(argv), "--dump-json", dump]
+            r = subprocess.run(cmd, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            if r.returncode != 0:
+                raise SystemExit(f"[bench models] process {i + 1} failed (exit {r.returncode})")
+            with open(dump) as f:
+                runs.append(json.load(f))
+    return merge(runs)
+
+
+def report(rows: List[dict], device: str, t0: float) -> None:
+    """CSV, plot and the target summary of a run's rows."""
+    path = write_csv(rows, device)
+    png = plot(rows, device)
+    print(summary(rows))
+    print(f"[bench models] {len(rows)} rows -> {path}" + (f", {png}" if png else "")
+          + f"; {time.perf_counter() - t0:.0f} s")
+
+
 def main(argv=None):
-    args = parse(sys.argv[1:] if argv is None else argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse(argv)
     device = "cuda" if args.device.startswith("cuda") else "cpu"
     t0 = time.perf_counter()
+    if args.processes > 1:
+        rows = run_processes(argv, args, device)
+        if rows:
+            print(f"[bench models] pooled over {args.processes} processes:")
+            print_rows(rows)
+            report(rows, device, t0)
+        return rows
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"[bench models] {harness.device_name(device)}; {harness.versions()}; batch {args.batch}, "
           f"{args.size}x{args.size}, {args.rounds} interleaved rounds")
     rows = []
@@ -288,16 +372,12 @@ def main(argv=None):
                 case_rows = run_case(name, base, mode, fmt, args, device)
                 print_rows(case_rows)
                 rows += case_rows
+    if args.dump_json:  # a child of --processes: the parent reports
+        with open(args.dump_json, "w") as f:
+            json.dump(rows, f)
+        return rows
     if not rows:
         print("[bench models] nothing ran")
         return rows
-    path = write_csv(rows, device)
-    png = plot(rows, device)
-    print(summary(rows))
-    print(f"[bench models] {len(rows)} rows -> {path}" + (f", {png}" if png else "")
-          + f"; {time.perf_counter() - t0:.0f} s")
+    report(rows, device, t0)
     return rows
-
-
-if __name__ == "__main__":
-    main()

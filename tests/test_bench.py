@@ -296,3 +296,46 @@ def test_csv_of_an_older_harness_is_migrated(bench_pkg, tmp_path):
     old = harness.read_run(path, "old")
     assert len(old) == 1 and old[0]["ms"] == 1 and old[0]["ms_iqr"] != old[0]["ms_iqr"] and old[0]["noisy"] is False
     assert len(harness.read_run(path)) == 6
+
+
+# --------------------------------------------------------------------------- bench models --processes
+
+
+def _model_row(variant, samples, ratios, peak=float("nan")):
+    return dict(model="m", mode="eval", format="fp32", variant=variant, batch=2, size=32, ms=0.0, images_per_s=0.0,
+                spread_pct=0.0, speedup=0.0, speedup_iqr=0.0, noisy=False, peak_mb=peak, rounds=len(samples),
+                processes=1, _samples=samples, _ratios=ratios)
+
+
+def test_models_processes_pool_rounds(bench_pkg):
+    """--processes: one row per (model, mode, format, variant) from the pooled samples and per-round ratios
+    of every process, so the spread includes the change from one process to the next."""
+    import bench.models as bm
+    runs = [[_model_row("torch", [0.010, 0.011], [1.0, 1.0]), _model_row("convert", [0.009, 0.010], [1.11, 1.10])],
+            [_model_row("torch", [0.014, 0.013], [1.0, 1.0]), _model_row("convert", [0.015, 0.014], [0.93, 0.92], 5.0)]]
+    rows = {r["variant"]: r for r in bm.merge(runs)}
+    c = rows["convert"]
+    assert c["processes"] == 2 and c["rounds"] == 4 and c["peak_mb"] == 5.0
+    assert c["speedup"] == pytest.approx((0.93 + 1.10) / 2)  # median of the four pooled ratios
+    assert c["speedup_iqr"] > 0.1 and c["noisy"]  # the two processes disagree: too noisy to rank
+    assert c["ms"] == pytest.approx(1e3 * (0.010 + 0.014) / 2)
+    assert rows["torch"]["speedup"] == 1.0 and not rows["torch"]["noisy"]
+    # one process alone: its own numbers
+    one = {r["variant"]: r for r in bm.merge(runs[:1])}["convert"]
+    assert one["speedup"] == pytest.approx(1.105) and one["processes"] == 1
+
+
+def test_models_child_argv_drops_processes(bench_pkg):
+    import bench.models as bm
+    assert bm._child_argv(["--models", "a", "--processes", "3", "--rounds", "2"]) == ["--models", "a", "--rounds", "2"]
+    assert bm._child_argv(["--processes=3", "--quick"]) == ["--quick"]
+    with pytest.raises(SystemExit):
+        bm.parse(["--processes", "0"])
+
+
+def test_models_csv_leaves_out_raw_samples(bench_pkg, tmp_path, monkeypatch):
+    import bench.models as bm
+    monkeypatch.setattr(bm.harness, "RESULTS_DIR", str(tmp_path))
+    path = bm.write_csv([_model_row("convert", [0.01], [1.0])], "cpu")
+    header = open(path).readline()
+    assert "_samples" not in header and "_ratios" not in header and "processes" in header

@@ -81,8 +81,7 @@ def _planned_depthwise_conv2d(plan, input, weight, bias, plain_eager=False):
         # Inference in plain eager: nothing to record, so the op goes straight to its kernel, past the
         # autograd layer's Python formula (about 5 us a call on CPU).
         with torch._C._AutoDispatchBelowADInplaceOrView():
-            out = _ops.op(name, "depthwise_conv2d")(x, weight, bias, list(g.stride), list(g.padding),
-                                                    list(g.dilation))
+            out = _call_depthwise_conv2d(name, x, weight, bias, g, fmt)
     else:
         out = _call_depthwise_conv2d(name, x, weight, bias, g, fmt)
     return out.squeeze(0) if g.unbatched else out

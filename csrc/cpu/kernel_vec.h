@@ -11,17 +11,22 @@
 
 typedef float vfloat_t __attribute__((vector_size(CONVEXT_VEC_BYTES)));
 typedef double vdouble_t __attribute__((vector_size(CONVEXT_VEC_BYTES)));
+// lane indices of the same width (the masks of transpose_tile's shuffles)
+typedef int32_t vint32_t __attribute__((vector_size(CONVEXT_VEC_BYTES)));
+typedef int64_t vint64_t __attribute__((vector_size(CONVEXT_VEC_BYTES)));
 
 template <typename T>
 struct Vec;
 template <>
 struct Vec<float> {
   using type = vfloat_t;
+  using index = vint32_t;
   static constexpr int64_t size = CONVEXT_VEC_BYTES / sizeof(float);
 };
 template <>
 struct Vec<double> {
   using type = vdouble_t;
+  using index = vint64_t;
   static constexpr int64_t size = CONVEXT_VEC_BYTES / sizeof(double);
 };
 
@@ -43,25 +48,12 @@ inline typename Vec<T>::type vzero() {
 // In-register transpose of a VL x VL tile (v[r] holds row r): afterwards v[c] holds column c.
 // One stage per bit of the lane index swaps the off-diagonal halves of every 2h x 2h block with
 // two-source shuffles (vpermt2ps / vpermt2pd on AVX-512); the stages commute.
-typedef int32_t vint32_t __attribute__((vector_size(CONVEXT_VEC_BYTES)));
-typedef int64_t vint64_t __attribute__((vector_size(CONVEXT_VEC_BYTES)));
-template <typename T>
-struct VecIndex;
-template <>
-struct VecIndex<float> {
-  using type = vint32_t;
-};
-template <>
-struct VecIndex<double> {
-  using type = vint64_t;
-};
-
 constexpr int transpose_lo(int L, int h, int c) { return (c & h) ? L + c - h : c; }
 constexpr int transpose_hi(int L, int h, int c) { return (c & h) ? L + c : c + h; }
 
 template <typename T, int h, size_t... c>
 inline void transpose_stage(typename Vec<T>::type* v, std::index_sequence<c...>) {
-  using I = typename VecIndex<T>::type;
+  using I = typename Vec<T>::index;
   constexpr int L = static_cast<int>(Vec<T>::size);
   const I lo = {transpose_lo(L, h, static_cast<int>(c))...};
   const I hi = {transpose_hi(L, h, static_cast<int>(c))...};
